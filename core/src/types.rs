@@ -1,0 +1,184 @@
+//! Identifiers and the records that Raft stores and ships.
+//!
+//! Owns the newtypes (`NodeId`, `Term`, `LogIndex`), log entries, the hard
+//! state that must be durable before a node promises anything, membership and
+//! snapshot metadata. Invariants: an `Entry`'s `index` and `term` never change
+//! once created; `LogIndex(0)` / `Term(0)` mean "before the first entry".
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
+
+/// A node's identity within a cluster. Chosen by the operator, never reused.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+pub struct NodeId(pub u64);
+
+/// A Raft term (paper §5.1). Terms only grow on any one node.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+pub struct Term(pub u64);
+
+/// A position in the replicated log. The first entry has index 1.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+pub struct LogIndex(pub u64);
+
+/// A caller-chosen tag that ties a `Propose` (or later request) to its result.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+pub struct RequestId(pub u64);
+
+/// Sequence number of a `Persist` output; `Input::Persisted { through }` is cumulative.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+pub struct PersistId(pub u64);
+
+macro_rules! newtype_fmt {
+    ($($t:ident => $p:literal),*) => {$(
+        impl fmt::Debug for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!($p, "{}"), self.0)
+            }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+    )*};
+}
+newtype_fmt!(NodeId => "n", Term => "t", LogIndex => "i", RequestId => "r", PersistId => "p");
+
+impl LogIndex {
+    /// The index before the first entry of any log.
+    pub const ZERO: LogIndex = LogIndex(0);
+
+    /// The next index.
+    #[inline]
+    pub fn next(self) -> LogIndex {
+        LogIndex(self.0 + 1)
+    }
+
+    /// The previous index, saturating at zero.
+    #[inline]
+    pub fn prev(self) -> LogIndex {
+        LogIndex(self.0.saturating_sub(1))
+    }
+}
+
+impl Term {
+    /// The term before any election.
+    pub const ZERO: Term = Term(0);
+
+    /// The next term.
+    #[inline]
+    pub fn next(self) -> Term {
+        Term(self.0 + 1)
+    }
+}
+
+/// What an entry carries.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum EntryKind {
+    /// An application command, handed to the state machine when committed.
+    Normal = 0,
+    /// The empty entry a new leader appends to commit its term (paper §8).
+    Noop = 1,
+    /// A membership configuration; `data` is a postcard-encoded [`Membership`].
+    Config = 2,
+}
+
+/// One log entry. `data` is reference-counted, so cloning an entry is cheap.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Position in the log.
+    pub index: LogIndex,
+    /// Term of the leader that created the entry.
+    pub term: Term,
+    /// What the entry carries.
+    pub kind: EntryKind,
+    /// The payload (application command, or encoded membership).
+    pub data: Bytes,
+}
+
+impl fmt::Debug for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}/{:?}/{:?}({}B)", self.index, self.term, self.kind, self.data.len())
+    }
+}
+
+impl Entry {
+    /// Bytes this entry accounts for in size limits (payload plus a fixed header).
+    #[inline]
+    pub fn size_bytes(&self) -> usize {
+        self.data.len() + ENTRY_OVERHEAD_BYTES
+    }
+}
+
+/// Fixed per-entry overhead counted by byte limits.
+pub const ENTRY_OVERHEAD_BYTES: usize = 24;
+
+/// A batch of entries; one entry lives inline without a heap allocation.
+pub type EntryVec = SmallVec<[Entry; 1]>;
+
+/// State that must be durable before the node sends anything that depends on
+/// it (paper Figure 2: "updated on stable storage before responding").
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct HardState {
+    /// The latest term this node has seen.
+    pub term: Term,
+    /// Whom this node voted for in `term`, if anyone.
+    pub vote: Option<NodeId>,
+    /// A commit index known at the time of writing (a hint: never above the
+    /// durable log, may lag the real commit index).
+    pub commit: LogIndex,
+}
+
+/// The members of a cluster configuration.
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct Membership {
+    /// Members that vote and count in quorums.
+    pub voters: BTreeSet<NodeId>,
+    /// Members that receive the log but never vote or count.
+    pub learners: BTreeSet<NodeId>,
+}
+
+impl Membership {
+    /// A configuration of voters only.
+    pub fn with_voters(voters: impl IntoIterator<Item = NodeId>) -> Self {
+        Membership { voters: voters.into_iter().collect(), learners: BTreeSet::new() }
+    }
+
+    /// Whether `id` is a voter or a learner.
+    pub fn contains(&self, id: NodeId) -> bool {
+        self.voters.contains(&id) || self.learners.contains(&id)
+    }
+
+    /// Every member, voters first, each group in id order.
+    pub fn members(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.voters.iter().chain(self.learners.iter()).copied()
+    }
+
+    /// Postcard encoding, as stored in a `Config` entry.
+    pub fn encode(&self) -> Bytes {
+        // Encoding a BTreeSet of u64 into a Vec cannot fail.
+        Bytes::from(postcard::to_allocvec(self).expect("membership encodes into a Vec"))
+    }
+
+    /// Decodes a `Config` entry's payload.
+    pub fn decode(data: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes(data)
+    }
+}
+
+/// What a snapshot stands for: the log prefix it replaces and the membership
+/// in force at its last entry.
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    /// Index of the last entry the snapshot covers.
+    pub index: LogIndex,
+    /// Term of that entry.
+    pub term: Term,
+    /// Membership as of `index`.
+    pub membership: Membership,
+}
