@@ -26,3 +26,9 @@ pub use types::{
     Entry, EntryKind, EntryVec, HardState, LogIndex, Membership, NodeId, PersistId, RequestId,
     SnapshotMeta, Term,
 };
+pub mod node;
+pub mod rng;
+
+pub use node::{
+    Commands, Input, Metrics, Node, Output, PersistWrite, RestartError, RestartState, Role, Status,
+};

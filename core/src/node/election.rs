@@ -1,0 +1,332 @@
+//! Elections: timers, PreVote, votes, CheckQuorum and role transitions.
+//!
+//! Owns everything that changes `role`, `term` or `vote`, and the term rules
+//! every incoming message passes first (paper §5.1, §5.2; thesis §9.6 for
+//! PreVote; etcd's CheckQuorum lease). Invariants: the term never decreases;
+//! a vote is granted at most once per term; a vote request leaves only after
+//! the candidate's term and self-vote are durable, and a granted vote only
+//! after the voter's is.
+
+use crate::message::{Message, MessageBody};
+use crate::types::{LogIndex, NodeId, Term};
+
+use super::progress::Progress;
+use super::quorum::{vote_result, VoteResult};
+use super::{Node, Output, Role};
+
+impl Node {
+    pub(super) fn reset_election_timeout(&mut self) {
+        self.election_elapsed = 0;
+        self.election_timeout = self.rng.range(
+            u64::from(self.cfg.election_timeout_ticks_min),
+            u64::from(self.cfg.election_timeout_ticks_max),
+        ) as u32;
+    }
+
+    pub(super) fn on_tick(&mut self) {
+        self.election_elapsed = self.election_elapsed.saturating_add(1);
+        if self.role == Role::Leader {
+            self.heartbeat_elapsed += 1;
+            if self.heartbeat_elapsed >= self.cfg.heartbeat_interval_ticks {
+                self.heartbeat_elapsed = 0;
+                self.broadcast_heartbeat();
+            }
+            if self.election_elapsed >= self.cfg.election_timeout_ticks_min {
+                self.election_elapsed = 0;
+                if self.cfg.check_quorum && !self.quorum_active() {
+                    // CheckQuorum: we cannot hear a majority, so another leader
+                    // may exist; stop accepting writes.
+                    let term = self.term;
+                    self.become_follower(term, None);
+                }
+            }
+        } else if self.election_elapsed >= self.election_timeout {
+            self.campaign();
+        }
+    }
+
+    /// Whether a majority of voters (self included) was heard from since the
+    /// last check; resets the marks.
+    fn quorum_active(&mut self) -> bool {
+        let me = self.cfg.id;
+        let mut active = usize::from(self.is_voter(me));
+        for p in &mut self.progress {
+            if p.voter && p.recent_active {
+                active += 1;
+            }
+            p.recent_active = false;
+        }
+        active >= super::quorum::majority(self.membership.voters.len())
+    }
+
+    /// Starts a PreVote round (or an election when PreVote is off).
+    pub(super) fn campaign(&mut self) {
+        if !self.is_voter(self.cfg.id) {
+            // Learners and removed nodes never campaign.
+            self.reset_election_timeout();
+            return;
+        }
+        if self.cfg.pre_vote {
+            self.become_pre_candidate();
+        } else {
+            self.become_candidate();
+        }
+    }
+
+    fn become_pre_candidate(&mut self) {
+        self.metrics.pre_votes_started += 1;
+        self.role = Role::PreCandidate;
+        self.leader = None;
+        self.reset_election_timeout();
+        self.start_vote_round(true);
+    }
+
+    fn become_candidate(&mut self) {
+        self.metrics.elections_started += 1;
+        self.role = Role::Candidate;
+        self.term = self.term.next();
+        self.vote = Some(self.cfg.id);
+        self.leader = None;
+        self.dur.write_hard_state(self.hard_state());
+        self.reset_election_timeout();
+        self.role_changed();
+        self.start_vote_round(false);
+    }
+
+    fn start_vote_round(&mut self, pre_vote: bool) {
+        self.granted.clear();
+        self.refused.clear();
+        self.granted.push(self.cfg.id);
+        let term = if pre_vote { self.term.next() } else { self.term };
+        let body = MessageBody::RequestVote {
+            pre_vote,
+            last_log_index: self.log.last_index(),
+            last_log_term: self.log.last_term(),
+        };
+        let me = self.cfg.id;
+        let voters: smallvec::SmallVec<[NodeId; 8]> =
+            self.membership.voters.iter().copied().filter(|&v| v != me).collect();
+        for to in voters {
+            self.send(Message { from: me, to, term, body: body.clone() });
+        }
+        self.check_vote_result();
+    }
+
+    /// Counts votes; the self-vote of a real election counts only once the
+    /// term and vote are durable.
+    pub(super) fn check_vote_result(&mut self) {
+        if !matches!(self.role, Role::PreCandidate | Role::Candidate) {
+            return;
+        }
+        let voters = self.membership.voters.len();
+        let mut granted = self.granted.iter().filter(|v| self.is_voter(**v)).count();
+        if self.role == Role::Candidate && self.dur.hard_state_pending().is_some() {
+            granted -= 1;
+        }
+        let refused = self.refused.iter().filter(|v| self.is_voter(**v)).count();
+        match vote_result(voters, granted, refused) {
+            VoteResult::Won if self.role == Role::PreCandidate => self.become_candidate(),
+            VoteResult::Won => self.become_leader(),
+            VoteResult::Lost => {
+                let term = self.term;
+                self.become_follower(term, None);
+            }
+            VoteResult::Pending => {}
+        }
+    }
+
+    pub(super) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        let was_leader = self.role == Role::Leader;
+        let changed = self.role != Role::Follower || self.leader != leader;
+        if self.leader != leader || term > self.term {
+            // What matched the old leader says nothing about the new one.
+            self.leader_match = LogIndex::ZERO;
+            self.acked = LogIndex::ZERO;
+        }
+        if term > self.term {
+            self.term = term;
+            self.vote = None;
+            self.dur.write_hard_state(self.hard_state());
+        }
+        self.role = Role::Follower;
+        self.leader = leader;
+        self.reset_election_timeout();
+        if was_leader {
+            self.progress.clear();
+            self.pending_proposals.clear();
+            self.uncommitted_bytes = 0;
+        }
+        if changed {
+            self.role_changed();
+        }
+    }
+
+    fn become_leader(&mut self) {
+        self.metrics.elections_won += 1;
+        self.role = Role::Leader;
+        self.leader = Some(self.cfg.id);
+        self.heartbeat_elapsed = 0;
+        self.election_elapsed = 0;
+        let next = self.log.last_index().next();
+        let me = self.cfg.id;
+        self.progress = self
+            .membership
+            .members()
+            .filter(|&id| id != me)
+            .map(|id| Progress::new(id, next, self.membership.voters.contains(&id)))
+            .collect();
+        self.progress.sort_by_key(|p| p.id);
+        self.uncommitted_bytes = 0;
+        self.role_changed();
+        // Paper §8: a new leader commits a no-op to learn its commit index and
+        // to commit earlier terms' entries (which it may not count, §5.4.2).
+        self.append_noop();
+    }
+
+    fn role_changed(&mut self) {
+        self.emit(Output::RoleChanged { role: self.role, term: self.term, leader: self.leader });
+    }
+
+    /// Applies the term rules to `m`; returns false if `m` must be dropped.
+    fn check_term(&mut self, m: &Message) -> bool {
+        use MessageBody::*;
+        if m.term > self.term {
+            if let RequestVote { pre_vote, .. } = m.body {
+                // Leader lease (with CheckQuorum): while we hear from a leader,
+                // ignore campaigns, so a partitioned node that rejoins cannot
+                // depose a healthy leader.
+                let in_lease = self.cfg.check_quorum
+                    && self.leader.is_some()
+                    && self.election_elapsed < self.cfg.election_timeout_ticks_min;
+                if in_lease {
+                    return false;
+                }
+                if pre_vote {
+                    return true; // a PreVote never changes our term
+                }
+                self.become_follower(m.term, None);
+                return true;
+            }
+            if let RequestVoteResp { pre_vote: true, granted: true } = m.body {
+                return true; // carries the term asked about, not a newer one
+            }
+            let leader = matches!(m.body, Append { .. } | Heartbeat { .. }).then_some(m.from);
+            self.become_follower(m.term, leader);
+            return true;
+        }
+        if m.term < self.term {
+            match m.body {
+                Append { .. } | Heartbeat { .. } if self.cfg.check_quorum || self.cfg.pre_vote => {
+                    // A stale leader: tell it our term so it steps down. Without
+                    // this, a node whose term rose while isolated can stay stuck.
+                    let me = self.cfg.id;
+                    self.send(Message {
+                        from: me,
+                        to: m.from,
+                        term: self.term,
+                        body: AppendResp {
+                            success: false,
+                            index: LogIndex::ZERO,
+                            hint_index: LogIndex::ZERO,
+                            hint_term: Term::ZERO,
+                        },
+                    });
+                }
+                RequestVote { pre_vote: true, .. } => {
+                    // Answer a stale PreVote so its sender learns our term
+                    // (dropping it can deadlock the cluster).
+                    let me = self.cfg.id;
+                    self.send(Message {
+                        from: me,
+                        to: m.from,
+                        term: self.term,
+                        body: RequestVoteResp { pre_vote: true, granted: false },
+                    });
+                }
+                _ => {}
+            }
+            return false;
+        }
+        true
+    }
+
+    pub(super) fn on_message(&mut self, m: Message) {
+        if m.to != self.cfg.id {
+            return;
+        }
+        self.metrics.messages_received += 1;
+        if !self.check_term(&m) {
+            return;
+        }
+        match m.body {
+            MessageBody::RequestVote { pre_vote, last_log_index, last_log_term } => {
+                self.on_request_vote(m.from, m.term, pre_vote, last_log_index, last_log_term)
+            }
+            MessageBody::RequestVoteResp { pre_vote, granted } => {
+                self.on_vote_resp(m.from, m.term, pre_vote, granted)
+            }
+            MessageBody::Append { prev_index, prev_term, commit, entries } => {
+                self.on_append(m.from, prev_index, prev_term, commit, entries)
+            }
+            MessageBody::AppendResp { success, index, hint_index, hint_term } => {
+                self.on_append_resp(m.from, success, index, hint_index, hint_term)
+            }
+            MessageBody::Heartbeat { commit } => self.on_heartbeat(m.from, commit),
+            MessageBody::HeartbeatResp { index } => self.on_heartbeat_resp(m.from, index),
+        }
+    }
+
+    fn on_request_vote(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        pre_vote: bool,
+        last_log_index: LogIndex,
+        last_log_term: Term,
+    ) {
+        // §5.4.1: grant only to a candidate whose log is at least as up to
+        // date as ours: compare last terms first, then lengths.
+        let up_to_date =
+            (last_log_term, last_log_index) >= (self.log.last_term(), self.log.last_index());
+        let can_vote = self.vote == Some(from)
+            || (self.vote.is_none() && self.leader.is_none())
+            || (pre_vote && term > self.term);
+        let granted = can_vote && up_to_date;
+        let me = self.cfg.id;
+        if granted && !pre_vote {
+            self.vote = Some(from);
+            self.dur.write_hard_state(self.hard_state());
+            self.reset_election_timeout();
+        }
+        let reply_term = if granted && pre_vote { term } else { self.term };
+        self.send(Message {
+            from: me,
+            to: from,
+            term: reply_term,
+            body: MessageBody::RequestVoteResp { pre_vote, granted },
+        });
+    }
+
+    fn on_vote_resp(&mut self, from: NodeId, term: Term, pre_vote: bool, granted: bool) {
+        let expected = match self.role {
+            Role::PreCandidate => pre_vote && term == self.term.next(),
+            Role::Candidate => !pre_vote && term == self.term,
+            _ => false,
+        };
+        // A reply to an earlier round (or to a PreVote after we moved on) is
+        // not a vote in this one.
+        if !expected && !(pre_vote && !granted && self.role == Role::PreCandidate) {
+            return;
+        }
+        // Count distinct voters: a replayed reply must not count twice.
+        if self.granted.contains(&from) || self.refused.contains(&from) {
+            return;
+        }
+        if granted {
+            self.granted.push(from);
+        } else {
+            self.refused.push(from);
+        }
+        self.check_vote_result();
+    }
+}

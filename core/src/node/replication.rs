@@ -1,0 +1,432 @@
+//! Log replication, commit and apply (paper §5.3, §5.4).
+//!
+//! Owns proposals, the leader's appends and heartbeats, the follower's
+//! consistency check and acknowledgements, commit advancement and handing
+//! committed entries to the application. Invariants: a follower acknowledges
+//! only entries that are durable and known to match the current leader; it
+//! truncates only on a real conflict, never for a stale or reordered append;
+//! a leader counts itself only for durable entries and commits by counting
+//! only entries of its own term (Figure 8); apply never passes the local
+//! durable log.
+
+use bytes::Bytes;
+use smallvec::SmallVec;
+
+use crate::error::ProposeError;
+use crate::message::{Message, MessageBody};
+use crate::types::{Entry, EntryKind, EntryVec, LogIndex, NodeId, PersistId, RequestId, Term};
+
+use super::progress::ProgressState;
+use super::{quorum, Commands, Node, Output, PersistWrite, Role};
+
+impl Node {
+    pub(super) fn on_propose(&mut self, request: RequestId, commands: Commands) {
+        self.metrics.proposals_total += 1;
+        if let Err(error) = self.check_proposal(&commands) {
+            self.metrics.proposals_failed += 1;
+            self.emit(Output::Rejected { request, error });
+            return;
+        }
+        let term = self.term;
+        let first = self.log.last_index().next();
+        let mut index = first;
+        for data in commands {
+            self.append_local(Entry { index, term, kind: EntryKind::Normal, data });
+            index = index.next();
+        }
+        let last = index.prev();
+        self.pending_proposals.push_back(last);
+        self.emit(Output::Proposed { request, term, first, last });
+        self.broadcast_append();
+    }
+
+    fn check_proposal(&self, commands: &[Bytes]) -> Result<(), ProposeError> {
+        if self.role != Role::Leader {
+            return Err(match self.leader {
+                Some(l) => ProposeError::NotLeader { leader_hint: Some(l) },
+                None => ProposeError::NoLeader,
+            });
+        }
+        if commands.is_empty() {
+            return Err(ProposeError::TooLarge("a proposal needs at least one command"));
+        }
+        if commands.len() > self.cfg.propose_entries_max {
+            return Err(ProposeError::TooLarge("more commands than propose_entries_max"));
+        }
+        let bytes: usize =
+            commands.iter().map(|c| c.len() + crate::types::ENTRY_OVERHEAD_BYTES).sum();
+        if bytes > self.cfg.append_bytes_max {
+            return Err(ProposeError::TooLarge("proposal larger than append_bytes_max"));
+        }
+        let uncommitted = (self.log.last_index().0 - self.commit.0) as usize;
+        if uncommitted + commands.len() > self.cfg.uncommitted_entries_max
+            || self.uncommitted_bytes + bytes > self.cfg.uncommitted_bytes_max
+        {
+            return Err(ProposeError::Busy);
+        }
+        Ok(())
+    }
+
+    pub(super) fn append_noop(&mut self) {
+        let index = self.log.last_index().next();
+        let term = self.term;
+        self.append_local(Entry { index, term, kind: EntryKind::Noop, data: Bytes::new() });
+        self.broadcast_append();
+    }
+
+    /// Leader: appends to the log and queues the write.
+    fn append_local(&mut self, e: Entry) {
+        self.uncommitted_bytes += e.size_bytes();
+        self.dur.write_entry(e.clone());
+        self.log.push(e);
+    }
+
+    /// Sends new entries to every follower whose window allows.
+    pub(super) fn broadcast_append(&mut self) {
+        for i in 0..self.progress.len() {
+            self.send_append(i, false);
+        }
+        // A single-voter cluster commits on its own durable write alone.
+        self.maybe_commit();
+    }
+
+    /// Sends what follower `i` is missing, within flow control. With
+    /// `allow_empty`, sends an empty append if there is nothing new (a probe
+    /// or a commit update).
+    pub(super) fn send_append(&mut self, i: usize, allow_empty: bool) {
+        let last = self.log.last_index();
+        let (max_msgs, max_bytes) = (self.cfg.inflight_appends_max, self.cfg.inflight_bytes_max);
+        let me = self.cfg.id;
+        let mut sent_one = false;
+        loop {
+            let p = &self.progress[i];
+            if p.paused(max_msgs, max_bytes) {
+                return;
+            }
+            let next = p.next_index;
+            if next > last && (sent_one || !allow_empty) {
+                return;
+            }
+            let prev_index = next.prev();
+            let Some(prev_term) = self.log.term(prev_index) else {
+                // The follower needs entries we no longer hold: a snapshot.
+                return;
+            };
+            let entries = if next <= last {
+                self.log.slice(next, last, self.cfg.append_entries_max, self.cfg.append_bytes_max)
+            } else {
+                EntryVec::new()
+            };
+            let bytes: usize = entries.iter().map(Entry::size_bytes).sum();
+            let end = entries.last().map_or(prev_index, |e| e.index);
+            let had = !entries.is_empty();
+            let to = p.id;
+            self.progress[i].sent(end, bytes, had);
+            self.metrics.appends_sent += 1;
+            let commit = self.commit;
+            self.send(Message {
+                from: me,
+                to,
+                term: self.term,
+                body: MessageBody::Append { prev_index, prev_term, commit, entries },
+            });
+            sent_one = true;
+            if self.progress[i].state == ProgressState::Probe {
+                return;
+            }
+        }
+    }
+
+    pub(super) fn broadcast_heartbeat(&mut self) {
+        let me = self.cfg.id;
+        for i in 0..self.progress.len() {
+            let p = &self.progress[i];
+            let to = p.id;
+            let commit = self.commit.min(p.match_index);
+            self.send(Message {
+                from: me,
+                to,
+                term: self.term,
+                body: MessageBody::Heartbeat { commit },
+            });
+        }
+    }
+
+    /// Follower: leader contact resets the election timer and fixes the leader.
+    fn follow(&mut self, from: NodeId) {
+        if self.role != Role::Follower || self.leader != Some(from) {
+            let term = self.term;
+            self.become_follower(term, Some(from));
+        }
+        self.election_elapsed = 0;
+    }
+
+    pub(super) fn on_append(
+        &mut self,
+        from: NodeId,
+        prev_index: LogIndex,
+        prev_term: Term,
+        commit: LogIndex,
+        entries: EntryVec,
+    ) {
+        self.metrics.appends_received += 1;
+        self.follow(from);
+        let me = self.cfg.id;
+        let term = self.term;
+        let snap = self.log.snapshot_index();
+        let prev_ok = if prev_index < snap {
+            true // below our snapshot: committed, hence matching
+        } else {
+            self.log.term(prev_index) == Some(prev_term)
+        };
+        if !prev_ok {
+            let (hint_index, hint_term) = self.log.hint_at_or_below(prev_index, prev_term);
+            self.send(Message {
+                from: me,
+                to: from,
+                term,
+                body: MessageBody::AppendResp {
+                    success: false,
+                    index: prev_index,
+                    hint_index,
+                    hint_term,
+                },
+            });
+            return;
+        }
+        let had_entries = !entries.is_empty();
+        let end = LogIndex(prev_index.0 + entries.len() as u64);
+        // Append only from the first real conflict: an older, shorter append
+        // arriving late must not truncate entries a newer one added.
+        let mut appending = false;
+        for e in entries {
+            if e.index <= snap {
+                continue;
+            }
+            if !appending {
+                match self.log.term(e.index) {
+                    Some(t) if t == e.term => continue,
+                    Some(_) => {
+                        assert!(
+                            e.index > self.commit,
+                            "leader {from:?} conflicts with committed entry {:?}",
+                            e.index
+                        );
+                        self.log.truncate_from(e.index);
+                    }
+                    None => {}
+                }
+                appending = true;
+            }
+            self.dur.write_entry(e.clone());
+            self.log.push(e);
+        }
+        if end > self.leader_match {
+            self.leader_match = end;
+        }
+        // Commit only what is verified to match the leader (bug: commit =
+        // leaderCommit would apply entries the leader never sent us).
+        let new_commit = commit.min(self.leader_match);
+        if new_commit > self.commit {
+            self.commit = new_commit;
+        }
+        if !had_entries || self.ack_index() > self.acked {
+            self.send_ack(from);
+        }
+    }
+
+    /// Highest index we may acknowledge: durable and matching the leader.
+    fn ack_index(&self) -> LogIndex {
+        self.dur.stable_index().min(self.leader_match)
+    }
+
+    fn send_ack(&mut self, to: NodeId) {
+        let index = self.ack_index();
+        self.acked = self.acked.max(index);
+        let me = self.cfg.id;
+        self.send(Message {
+            from: me,
+            to,
+            term: self.term,
+            body: MessageBody::AppendResp {
+                success: true,
+                index,
+                hint_index: LogIndex::ZERO,
+                hint_term: Term::ZERO,
+            },
+        });
+    }
+
+    pub(super) fn on_append_resp(
+        &mut self,
+        from: NodeId,
+        success: bool,
+        index: LogIndex,
+        hint_index: LogIndex,
+        hint_term: Term,
+    ) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let Some(i) = self.progress_index(from) else { return };
+        self.progress[i].recent_active = true;
+        if success {
+            if index > self.log.last_index() {
+                return; // cannot match entries we never had: a bogus answer
+            }
+            if self.progress[i].on_ack(index) {
+                self.maybe_commit();
+            }
+            self.send_append(i, false);
+        } else {
+            // Fast back-off: skip every entry of a term the follower cannot
+            // match, using its hint (etcd's findConflictByTerm on both sides).
+            let next = if hint_term > Term::ZERO {
+                self.log.hint_at_or_below(hint_index, hint_term).0.next()
+            } else {
+                hint_index.next()
+            };
+            if self.progress[i].on_reject(index, next) {
+                self.send_append(i, true);
+            }
+        }
+    }
+
+    pub(super) fn on_heartbeat(&mut self, from: NodeId, commit: LogIndex) {
+        self.follow(from);
+        let new_commit = commit.min(self.leader_match);
+        if new_commit > self.commit {
+            self.commit = new_commit;
+        }
+        let me = self.cfg.id;
+        let index = self.ack_index();
+        self.send(Message {
+            from: me,
+            to: from,
+            term: self.term,
+            body: MessageBody::HeartbeatResp { index },
+        });
+    }
+
+    pub(super) fn on_heartbeat_resp(&mut self, from: NodeId, _index: LogIndex) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let Some(i) = self.progress_index(from) else { return };
+        let p = &mut self.progress[i];
+        p.recent_active = true;
+        p.probe_sent = false;
+        // A lost append leaves the follower behind with nothing new to send:
+        // an empty append (rejected if there is a gap) recovers it.
+        if p.match_index < self.log.last_index() {
+            self.send_append(i, true);
+        }
+    }
+
+    fn progress_index(&self, id: NodeId) -> Option<usize> {
+        self.progress.binary_search_by_key(&id, |p| p.id).ok()
+    }
+
+    /// Leader: advances commit to the highest current-term index that a
+    /// majority of voters holds durably (self counted by its durable index).
+    pub(super) fn maybe_commit(&mut self) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let me = self.cfg.id;
+        let mut matches: SmallVec<[u64; 8]> = SmallVec::new();
+        if self.is_voter(me) {
+            matches.push(self.dur.stable_index().0);
+        }
+        matches.extend(self.progress.iter().filter(|p| p.voter).map(|p| p.match_index.0));
+        let candidate = LogIndex(quorum::committed_index(&mut matches));
+        // Figure 8: never commit an earlier term's entry by counting replicas.
+        if candidate <= self.commit || self.log.term(candidate) != Some(self.term) {
+            return;
+        }
+        for e in self.log.iter_range(self.commit.next(), candidate) {
+            self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(e.size_bytes());
+        }
+        self.commit = candidate;
+        while self.pending_proposals.front().is_some_and(|&l| l <= candidate) {
+            self.pending_proposals.pop_front();
+            self.metrics.proposals_ok += 1;
+        }
+        // Tell followers promptly; most get it with their next entries.
+        for i in 0..self.progress.len() {
+            let p = &self.progress[i];
+            if p.state == ProgressState::Replicate && p.next_index > self.log.last_index() {
+                self.send_commit(i);
+            }
+        }
+    }
+
+    /// An empty append anchored at the follower's match (always accepted),
+    /// carrying the new commit index.
+    fn send_commit(&mut self, i: usize) {
+        let p = &self.progress[i];
+        let prev_index = p.match_index;
+        let Some(prev_term) = self.log.term(prev_index) else { return };
+        let to = p.id;
+        let me = self.cfg.id;
+        self.metrics.appends_sent += 1;
+        self.send(Message {
+            from: me,
+            to,
+            term: self.term,
+            body: MessageBody::Append {
+                prev_index,
+                prev_term,
+                commit: self.commit,
+                entries: EntryVec::new(),
+            },
+        });
+    }
+
+    pub(super) fn on_persisted(&mut self, through: PersistId) {
+        let mut released = Vec::new();
+        self.dur.complete(through, &mut released);
+        for m in released {
+            self.out.push(Output::Send(m));
+        }
+        match self.role {
+            Role::Leader => self.maybe_commit(),
+            Role::Candidate => self.check_vote_result(),
+            Role::Follower => {
+                if let Some(leader) = self.leader {
+                    if self.ack_index() > self.acked {
+                        self.send_ack(leader);
+                    }
+                }
+            }
+            Role::PreCandidate => {}
+        }
+    }
+
+    /// Emits the step's write, if any.
+    pub(super) fn flush_write(&mut self) {
+        if let Some(b) = self.dur.take_write() {
+            self.metrics.persists += 1;
+            self.out.push(Output::Persist(PersistWrite {
+                id: b.id,
+                hard_state: b.hard_state,
+                entries: b.entries,
+            }));
+        }
+    }
+
+    /// Hands committed, locally durable entries to the application.
+    pub(super) fn maybe_apply(&mut self) {
+        let upto = self.commit.min(self.dur.stable_index());
+        let in_flight = (self.apply_sent.0 - self.applied.0) as usize;
+        if upto <= self.apply_sent || in_flight >= self.cfg.apply_entries_max {
+            return;
+        }
+        let max = self.cfg.apply_entries_max - in_flight;
+        let entries = self.log.slice(self.apply_sent.next(), upto, max, usize::MAX);
+        if let Some(last) = entries.last() {
+            self.apply_sent = last.index;
+            self.out.push(Output::Apply { entries });
+        }
+    }
+}
