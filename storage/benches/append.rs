@@ -1,0 +1,2 @@
+//! Placeholder; the criterion benchmark comes in a later commit.
+fn main() {}
