@@ -163,7 +163,8 @@ impl Durability {
         self.held.push_back((id, msg));
     }
 
-    /// The hard state known durable.
+    /// The hard state known durable (read by the debug invariant checks).
+    #[cfg_attr(not(debug_assertions), allow(dead_code))]
     #[inline]
     pub fn durable_hard_state(&self) -> HardState {
         self.durable_hs

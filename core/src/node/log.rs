@@ -89,35 +89,32 @@ impl Log {
     }
 
     /// Clones entries `from..=to`, at most `max_entries` and (after the first)
-    /// at most `max_bytes` of payload. `from` must be held.
+    /// at most `max_bytes`; returns them with their size in bytes.
     pub fn slice(
         &self,
         from: LogIndex,
         to: LogIndex,
         max_entries: usize,
         max_bytes: usize,
-    ) -> EntryVec {
+    ) -> (EntryVec, usize) {
         let mut out = EntryVec::new();
         let mut bytes = 0usize;
-        let mut idx = from;
-        while idx <= to && out.len() < max_entries {
-            let Some(e) = self.entry(idx) else { break };
-            bytes += e.size_bytes();
-            if !out.is_empty() && bytes > max_bytes {
+        let Some(skip) = from.0.checked_sub(self.snapshot_index.0 + 1) else {
+            return (out, 0);
+        };
+        let skip = (skip as usize).min(self.entries.len());
+        let want = (to.0 + 1).saturating_sub(from.0).min(max_entries as u64) as usize;
+        let end = skip + want.min(self.entries.len() - skip);
+        out.reserve_exact(end - skip);
+        for e in self.entries.range(skip..end) {
+            let size = e.size_bytes();
+            if !out.is_empty() && bytes + size > max_bytes {
                 break;
             }
+            bytes += size;
             out.push(e.clone());
-            idx = idx.next();
         }
-        out
-    }
-
-    /// Iterates entries `from..=to` that are held.
-    pub fn iter_range(&self, from: LogIndex, to: LogIndex) -> impl Iterator<Item = &Entry> {
-        let start = from.0.max(self.snapshot_index.0 + 1);
-        let skip = (start - self.snapshot_index.0 - 1) as usize;
-        let take = (to.0 + 1).saturating_sub(start) as usize;
-        self.entries.iter().skip(skip).take(take)
+        (out, bytes)
     }
 
     /// The fast back-off hint (etcd's `findConflictByTerm`): the largest index
@@ -170,13 +167,19 @@ mod tests {
     #[test]
     fn truncate_and_slice() {
         let mut log = Log::new(LogIndex(0), Term(0), vec![e(1, 1), e(2, 1), e(3, 2)]);
-        assert_eq!(log.slice(LogIndex(1), LogIndex(3), 2, usize::MAX).len(), 2);
-        assert_eq!(log.slice(LogIndex(1), LogIndex(3), 10, 1).len(), 1);
+        assert_eq!(log.slice(LogIndex(1), LogIndex(3), 2, usize::MAX).0.len(), 2);
+        assert_eq!(log.slice(LogIndex(1), LogIndex(3), 10, 1).0.len(), 1);
+        assert_eq!(log.slice(LogIndex(2), LogIndex(9), 10, usize::MAX).0.len(), 2);
         log.truncate_from(LogIndex(2));
         assert_eq!(log.last_index(), LogIndex(1));
         log.push(e(2, 3));
         assert_eq!(log.last_term(), Term(3));
-        let got: Vec<_> = log.iter_range(LogIndex(0), LogIndex(9)).map(|e| e.index.0).collect();
+        let got: Vec<_> = log
+            .slice(LogIndex(1), LogIndex(9), 10, usize::MAX)
+            .0
+            .iter()
+            .map(|e| e.index.0)
+            .collect();
         assert_eq!(got, vec![1, 2]);
     }
 

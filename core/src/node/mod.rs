@@ -289,8 +289,8 @@ pub struct Node {
     leader_match: LogIndex,
     /// Follower: highest index acknowledged to the current leader.
     acked: LogIndex,
-    /// Leader: last index of each accepted proposal not yet committed.
-    pending_proposals: std::collections::VecDeque<LogIndex>,
+    /// Leader: (last index, bytes) of each accepted proposal not yet committed.
+    pending_proposals: std::collections::VecDeque<(LogIndex, usize)>,
     uncommitted_bytes: usize,
     dur: Durability,
     out: Vec<Output>,

@@ -22,11 +22,15 @@ use super::{quorum, Commands, Node, Output, PersistWrite, Role};
 impl Node {
     pub(super) fn on_propose(&mut self, request: RequestId, commands: Commands) {
         self.metrics.proposals_total += 1;
-        if let Err(error) = self.check_proposal(&commands) {
-            self.metrics.proposals_failed += 1;
-            self.emit(Output::Rejected { request, error });
-            return;
-        }
+        let bytes = match self.check_proposal(&commands) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                self.metrics.proposals_failed += 1;
+                self.emit(Output::Rejected { request, error });
+                return;
+            }
+        };
+        self.uncommitted_bytes += bytes;
         let term = self.term;
         let first = self.log.last_index().next();
         let mut index = first;
@@ -35,12 +39,13 @@ impl Node {
             index = index.next();
         }
         let last = index.prev();
-        self.pending_proposals.push_back(last);
+        self.pending_proposals.push_back((last, bytes));
         self.emit(Output::Proposed { request, term, first, last });
         self.broadcast_append();
     }
 
-    fn check_proposal(&self, commands: &[Bytes]) -> Result<(), ProposeError> {
+    /// Checks a proposal against the bounds; returns its size in bytes.
+    fn check_proposal(&self, commands: &[Bytes]) -> Result<usize, ProposeError> {
         if self.role != Role::Leader {
             return Err(match self.leader {
                 Some(l) => ProposeError::NotLeader { leader_hint: Some(l) },
@@ -64,7 +69,7 @@ impl Node {
         {
             return Err(ProposeError::Busy);
         }
-        Ok(())
+        Ok(bytes)
     }
 
     pub(super) fn append_noop(&mut self) {
@@ -76,7 +81,6 @@ impl Node {
 
     /// Leader: appends to the log and queues the write.
     fn append_local(&mut self, e: Entry) {
-        self.uncommitted_bytes += e.size_bytes();
         self.dur.write_entry(e.clone());
         self.log.push(e);
     }
@@ -112,12 +116,11 @@ impl Node {
                 // The follower needs entries we no longer hold: a snapshot.
                 return;
             };
-            let entries = if next <= last {
+            let (entries, bytes) = if next <= last {
                 self.log.slice(next, last, self.cfg.append_entries_max, self.cfg.append_bytes_max)
             } else {
-                EntryVec::new()
+                (EntryVec::new(), 0)
             };
-            let bytes: usize = entries.iter().map(Entry::size_bytes).sum();
             let end = entries.last().map_or(prev_index, |e| e.index);
             let had = !entries.is_empty();
             let to = p.id;
@@ -344,12 +347,13 @@ impl Node {
         if candidate <= self.commit || self.log.term(candidate) != Some(self.term) {
             return;
         }
-        for e in self.log.iter_range(self.commit.next(), candidate) {
-            self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(e.size_bytes());
-        }
         self.commit = candidate;
-        while self.pending_proposals.front().is_some_and(|&l| l <= candidate) {
+        while let Some(&(last, bytes)) = self.pending_proposals.front() {
+            if last > candidate {
+                break;
+            }
             self.pending_proposals.pop_front();
+            self.uncommitted_bytes -= bytes;
             self.metrics.proposals_ok += 1;
         }
         // Tell followers promptly; most get it with their next entries.
@@ -423,7 +427,7 @@ impl Node {
             return;
         }
         let max = self.cfg.apply_entries_max - in_flight;
-        let entries = self.log.slice(self.apply_sent.next(), upto, max, usize::MAX);
+        let (entries, _) = self.log.slice(self.apply_sent.next(), upto, max, usize::MAX);
         if let Some(last) = entries.last() {
             self.apply_sent = last.index;
             self.out.push(Output::Apply { entries });
