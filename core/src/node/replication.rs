@@ -233,7 +233,13 @@ impl Node {
         if new_commit > self.commit {
             self.commit = new_commit;
         }
-        if !had_entries || self.ack_index() > self.acked {
+        // Answer now if there is something to say: a probe or commit update
+        // (always answered), newly durable entries, or entries that were
+        // already durable (a retransmission after a lost answer; without this
+        // reply a probing leader would wait forever). Otherwise the answer
+        // goes out when the write is durable (`on_persisted`).
+        let ack = self.ack_index();
+        if !had_entries || ack > self.acked || ack >= end {
             self.send_ack(from);
         }
     }
