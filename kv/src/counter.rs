@@ -4,7 +4,7 @@
 //! with deterministic `apply`, `snapshot` and `restore` plugs in. Commands are
 //! a little-endian `i64` to add; the response is the new total, or `None` for
 //! a malformed command. Snapshot: magic `XCNT`, version 1, applied index
-//! `u64`, total `i64`, crc32 of the preceding bytes (29 bytes in all).
+//! `u64`, total `i64`, crc32 of the preceding bytes (25 bytes in all).
 //! Invariant: the total is the wrapping sum of every well-formed command.
 
 use std::io;

@@ -261,13 +261,15 @@ pub(crate) fn decode(input: &mut dyn Read, item_bytes_max: u64) -> Result<Decode
         crc: crc32fast::Hasher::new(),
     };
     let mut header = [0u8; HEADER_BYTES];
-    r.read_exact(&mut header)?;
+    // Magic and version first, so a foreign input is named as such even if short.
+    r.read_exact(&mut header[..5])?;
     if header[..4] != SNAPSHOT_MAGIC {
         return Err(SnapshotError::BadMagic);
     }
     if header[4] != SNAPSHOT_VERSION {
         return Err(SnapshotError::UnsupportedVersion(header[4]));
     }
+    r.read_exact(&mut header[5..])?;
     let u64_at = |at: usize| {
         let mut b = [0u8; 8];
         b.copy_from_slice(&header[at..at + 8]);
