@@ -117,12 +117,20 @@ impl Storage {
     /// `entries[0].index` on: stored entries at or after it are discarded
     /// first (a conflict truncation; the discard of entries already on disk
     /// is made durable at once). Durable only after [`Storage::sync`].
+    /// `entries[0].index` must be above the compaction point and the latest
+    /// snapshot's index, and at most one past the last index.
     pub fn append(&mut self, entries: &[Entry]) -> Result<()> {
         self.check_poisoned()?;
         for pair in entries.windows(2) {
             if pair[1].index != pair[0].index.next() {
                 return Err(Error::NonContiguous { index: pair[1].index });
             }
+        }
+        // Entries covered by a durable snapshot are committed: rewriting one
+        // is a caller bug, and recovery would discard the log for it.
+        let snap = self.snapshots.latest().map_or(LogIndex::ZERO, |s| s.index);
+        if let Some(first) = entries.first().filter(|e| e.index <= snap) {
+            return Err(Error::AppendBelowBase { index: first.index, base: snap });
         }
         let max = self.options.record_bytes_max;
         if let Some(e) = entries.iter().find(|e| e.data.len() > max as usize) {

@@ -1,0 +1,282 @@
+//! Scenario tests of the public API: identity and locking, append / sync /
+//! reopen, conflict truncation, compaction, snapshot install, misuse errors.
+// Tests of a storage crate read and write files.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
+mod common;
+
+use std::io::Write;
+
+use common::{entries, entry, meta, segment_files, small_options};
+use xraft::{HardState, LogIndex, NodeId, Term};
+use xraft_storage::{Error, Options, Storage};
+
+fn hs(term: u64, vote: Option<u64>, commit: u64) -> HardState {
+    HardState { term: Term(term), vote: vote.map(NodeId), commit: LogIndex(commit) }
+}
+
+#[test]
+fn fresh_directory_recovers_defaults_and_keeps_its_disk_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("node");
+    let (s, r) = Storage::open(&path, small_options()).expect("open");
+    assert_eq!(r.hard_state, HardState::default());
+    assert_eq!(r.snapshot, None);
+    assert!(r.entries.is_empty());
+    assert_eq!(s.first_index(), LogIndex(1));
+    assert_eq!(s.last_index(), LogIndex(0));
+    let id = s.disk_id();
+    drop(s);
+    let (s, r) = Storage::open(&path, small_options()).expect("reopen");
+    assert_eq!(r.disk_id, id);
+    assert_eq!(s.disk_id(), id);
+    let other = tempfile::tempdir().expect("tempdir");
+    let (t, _) = Storage::open(other.path(), small_options()).expect("open other");
+    assert_ne!(t.disk_id(), id, "every directory gets its own disk id");
+}
+
+#[test]
+fn a_second_handle_is_refused_while_the_first_lives() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s, _) = Storage::open(dir.path(), small_options()).expect("open");
+    let err = Storage::open(dir.path(), small_options()).expect_err("locked");
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
+    drop(s);
+    Storage::open(dir.path(), small_options()).expect("lock released on drop");
+}
+
+#[test]
+fn another_nodes_or_clusters_directory_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(Storage::open(dir.path(), small_options()).expect("open"));
+    let mut o = small_options();
+    o.node_id = NodeId(2);
+    assert!(matches!(Storage::open(dir.path(), o), Err(Error::WrongNode { .. })));
+    let mut o = small_options();
+    o.cluster_id = 78;
+    assert!(matches!(Storage::open(dir.path(), o), Err(Error::WrongCluster { .. })));
+}
+
+#[test]
+fn data_without_identity_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut s, _) = Storage::open(dir.path(), small_options()).expect("open");
+    s.append(&entries(1, 3, 1, 10)).expect("append");
+    s.sync().expect("sync");
+    drop(s);
+    std::fs::remove_file(dir.path().join("IDENTITY")).expect("rm");
+    let err = Storage::open(dir.path(), small_options()).expect_err("refused");
+    assert!(matches!(err, Error::MissingIdentity { .. }), "{err}");
+}
+
+#[test]
+fn append_sync_reopen_round_trips_log_and_hard_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut s, _) = Storage::open(dir.path(), small_options()).expect("open");
+    let all = entries(1, 200, 1, 100);
+    for batch in all.chunks(17) {
+        s.append(batch).expect("append");
+        s.sync().expect("sync");
+    }
+    s.set_hard_state(hs(3, Some(2), 150));
+    s.sync().expect("sync");
+    assert!(segment_files(dir.path()).len() > 3, "small segments roll");
+    assert_eq!(s.entries(LogIndex(1), LogIndex(201)).expect("read"), all);
+    drop(s);
+    let (s, r) = Storage::open(dir.path(), small_options()).expect("reopen");
+    assert_eq!(r.entries, all);
+    assert_eq!(r.hard_state, hs(3, Some(2), 150));
+    assert_eq!(s.term(LogIndex(200)), Some(Term(1)));
+}
+
+#[test]
+fn unsynced_appends_and_hard_state_are_not_recovered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut s, _) = Storage::open(dir.path(), small_options()).expect("open");
+    s.append(&entries(1, 5, 1, 10)).expect("append");
+    s.set_hard_state(hs(1, None, 5));
+    s.sync().expect("sync");
+    s.append(&entries(6, 9, 1, 10)).expect("append");
+    s.set_hard_state(hs(2, Some(1), 5));
+    drop(s);
+    let (_, r) = Storage::open(dir.path(), small_options()).expect("reopen");
+    assert_eq!(r.entries, entries(1, 5, 1, 10));
+    assert_eq!(r.hard_state, hs(1, None, 5));
+}
+
+#[test]
+fn conflicting_append_replaces_the_suffix_across_segments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut s, _) = Storage::open(dir.path(), small_options()).expect("open");
+    s.append(&entries(1, 100, 1, 100)).expect("append");
+    s.sync().expect("sync");
+    let before = segment_files(dir.path()).len();
+    let mut expected = entries(1, 20, 1, 100);
+    expected.extend(entries(21, 25, 2, 5));
+    s.append(&entries(21, 25, 2, 5)).expect("conflicting append");
+    assert!(segment_files(dir.path()).len() < before, "later segments deleted");
+    assert_eq!(s.last_index(), LogIndex(25));
+    assert_eq!(s.entries(LogIndex(1), LogIndex(26)).expect("read"), expected);
+    s.sync().expect("sync");
+    drop(s);
+    let (_, r) = Storage::open(dir.path(), small_options()).expect("reopen");
+    assert_eq!(r.entries, expected);
+}
+
+#[test]
+fn compaction_deletes_whole_segments_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut s, _) = Storage::open(dir.path(), small_options()).expect("open");
+    s.append(&entries(1, 100, 1, 100)).expect("append");
+    s.sync().expect("sync");
+    assert!(matches!(s.compact(LogIndex(50)), Err(Error::CompactTooFar { .. })), "no snapshot");
+    let mut w = s.snapshot_writer(meta(60, 1)).expect("writer");
+    w.write_all(b"state at 60").expect("write");
+    w.finish().expect("finish");
+    let before = segment_files(dir.path()).len();
+    s.compact(LogIndex(50)).expect("compact");
+    assert!(segment_files(dir.path()).len() < before);
+    assert_eq!(s.first_index(), LogIndex(51));
+    assert!(matches!(s.entries(LogIndex(40), LogIndex(52)), Err(Error::OutOfRange { .. })));
+    assert_eq!(s.entries(LogIndex(51), LogIndex(101)).expect("read"), entries(51, 100, 1, 100));
+    assert!(matches!(s.compact(LogIndex(61)), Err(Error::CompactTooFar { .. })));
+    drop(s);
+    let (s, r) = Storage::open(dir.path(), small_options()).expect("reopen");
+    assert_eq!(r.snapshot, Some(meta(60, 1)));
+    assert_eq!(r.entries, entries(61, 100, 1, 100));
+    assert_eq!(s.first_index(), LogIndex(61));
+    assert_eq!(s.term(LogIndex(60)), Some(Term(1)));
+}
+
+#[test]
+fn installing_a_matching_snapshot_keeps_the_log_after_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut s, _) = Storage::open(dir.path(), small_options()).expect("open");
+    s.append(&entries(1, 100, 2, 50)).expect("append");
+    s.sync().expect("sync");
+    let mut w = s.snapshot_writer(meta(70, 2)).expect("writer");
+    w.write_chunk(0, b"chunk one ").expect("chunk");
+    w.write_chunk(10, b"chunk two").expect("chunk");
+    let m = w.finish().expect("finish");
+    s.install_snapshot(&m).expect("install");
+    assert_eq!(s.first_index(), LogIndex(71));
+    assert_eq!(s.last_index(), LogIndex(100));
+    let r = s.snapshot_reader().expect("reader").expect("some");
+    assert_eq!(r.read_chunk(0, 100).expect("read"), b"chunk one chunk two");
+    drop((s, r));
+    let (_, r) = Storage::open(dir.path(), small_options()).expect("reopen");
+    assert_eq!(r.entries, entries(71, 100, 2, 50));
+}
+
+#[test]
+fn installing_a_conflicting_snapshot_discards_the_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut s, _) = Storage::open(dir.path(), small_options()).expect("open");
+    s.append(&entries(1, 100, 2, 50)).expect("append");
+    s.sync().expect("sync");
+    let mut w = s.snapshot_writer(meta(70, 3)).expect("writer");
+    w.write_all(b"leader state").expect("write");
+    let m = w.finish().expect("finish");
+    s.install_snapshot(&m).expect("install");
+    assert!(segment_files(dir.path()).is_empty());
+    assert_eq!(s.last_index(), LogIndex(70));
+    assert!(matches!(s.append(&entries(75, 76, 3, 5)), Err(Error::AppendGap { .. })));
+    assert!(matches!(s.append(&entries(70, 71, 3, 5)), Err(Error::AppendBelowBase { .. })));
+    s.append(&entries(71, 80, 3, 5)).expect("append after install");
+    s.sync().expect("sync");
+    drop(s);
+    let (_, r) = Storage::open(dir.path(), small_options()).expect("reopen");
+    assert_eq!(r.snapshot, Some(meta(70, 3)));
+    assert_eq!(r.entries, entries(71, 80, 3, 5));
+}
+
+#[test]
+fn a_crash_between_snapshot_rename_and_install_is_finished_on_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut s, _) = Storage::open(dir.path(), small_options()).expect("open");
+    s.append(&entries(1, 100, 2, 50)).expect("append");
+    s.sync().expect("sync");
+    let mut w = s.snapshot_writer(meta(150, 4)).expect("writer");
+    w.write_all(b"leader state").expect("write");
+    w.finish().expect("finish");
+    drop(s); // "crash": install_snapshot never called
+    let (s, r) = Storage::open(dir.path(), small_options()).expect("reopen");
+    assert_eq!(r.snapshot, Some(meta(150, 4)));
+    assert!(r.entries.is_empty());
+    assert!(segment_files(dir.path()).is_empty(), "stale log discarded on open");
+    assert_eq!(s.last_index(), LogIndex(150));
+}
+
+#[test]
+fn a_partially_discarded_log_is_discarded_again_on_open() {
+    // Newest-first deletion leaves a prefix; the prefix must not survive.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut s, _) = Storage::open(dir.path(), small_options()).expect("open");
+    s.append(&entries(1, 100, 2, 100)).expect("append");
+    s.sync().expect("sync");
+    let segs = segment_files(dir.path());
+    let mut w = s.snapshot_writer(meta(60, 5)).expect("writer");
+    w.write_all(b"leader state").expect("write");
+    w.finish().expect("finish");
+    drop(s);
+    for p in segs.iter().rev().take(segs.len() / 2) {
+        std::fs::remove_file(p).expect("rm");
+    }
+    let (_, r) = Storage::open(dir.path(), small_options()).expect("reopen");
+    assert!(r.entries.is_empty());
+    assert!(segment_files(dir.path()).is_empty());
+}
+
+#[test]
+fn misuse_is_a_typed_error_and_does_not_poison() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut o = small_options();
+    o.record_bytes_max = 64;
+    let (mut s, _) = Storage::open(dir.path(), o).expect("open");
+    let gap = vec![entry(1, 1, 1), entry(3, 1, 1)];
+    assert!(matches!(s.append(&gap), Err(Error::NonContiguous { .. })));
+    assert!(matches!(s.append(&[entry(1, 1, 65)]), Err(Error::EntryTooLarge { .. })));
+    assert!(matches!(s.append(&[entry(2, 1, 1)]), Err(Error::AppendGap { .. })));
+    assert!(matches!(s.install_snapshot(&meta(5, 1)), Err(Error::SnapshotNotDurable { .. })));
+    s.append(&[entry(1, 1, 1)]).expect("still usable");
+    s.sync().expect("sync");
+    let w = s.snapshot_writer(meta(1, 1)).expect("writer");
+    w.finish().expect("empty snapshot is fine");
+    let stale = s.snapshot_writer(meta(1, 1)).expect("writer");
+    assert!(matches!(stale.finish(), Err(Error::StaleSnapshot { .. })));
+}
+
+#[test]
+fn storage_and_writers_work_from_other_threads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut s, _) = Storage::open(dir.path(), small_options()).expect("open");
+    s.append(&entries(1, 10, 1, 10)).expect("append");
+    s.sync().expect("sync");
+    let w = s.snapshot_writer(meta(10, 1)).expect("writer");
+    let t = std::thread::spawn(move || {
+        let mut w = w;
+        w.write_all(&[7u8; 100_000]).expect("write");
+        w.finish().expect("finish")
+    });
+    let m = t.join().expect("join");
+    let s = std::thread::spawn(move || {
+        s.compact(LogIndex(10)).expect("compact");
+        s
+    })
+    .join()
+    .expect("join");
+    assert_eq!(s.snapshot_meta(), Some(m));
+    let mut r = s.snapshot_reader().expect("reader").expect("some");
+    let mut all = Vec::new();
+    std::io::Read::read_to_end(&mut r, &mut all).expect("read");
+    assert_eq!(all, vec![7u8; 100_000]);
+}
+
+#[test]
+fn invalid_options_are_refused_before_touching_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut o = Options::new(NodeId(1), 1);
+    o.write_buffer_bytes_max = 0;
+    assert!(matches!(Storage::open(dir.path().join("x"), o), Err(Error::InvalidOptions(_))));
+    assert!(!dir.path().join("x").exists());
+}
