@@ -1,2 +1,145 @@
-//! Placeholder; replaced by the criterion benchmark.
-fn main() {}
+//! Criterion benchmarks of the KV state machine and the RESP codec.
+//!
+//! - `apply_set/<variant>/<watchers>`: applying a batch of 10,000 postcard
+//!   SET commands (16-byte values, keys `key.NNNNNN` cycling over 100,000
+//!   keys) to a store with 0, 100 or 10,000 watchers, then draining every
+//!   ready watcher's queue as a runtime would. Variants:
+//!   - `none`: no watchers;
+//!   - `exact-miss`: watchers on `key.NNNNNNx`, one byte longer than the
+//!     applied keys, never equal (one hash lookup per SET);
+//!   - `prefix-miss`: watchers on `key.NNNNNN.**`, whose prefixes share every
+//!     byte of an applied key's path in the trie but never match (the
+//!     deepest possible non-matching walk);
+//!   - `exact-hit`: watchers on `key.<10·j>` (10,000 watchers: 10 % of SETs
+//!     match one watcher; 100: 0.1 %);
+//!   - `prefix-hit`: watchers on `key.<j as 5 digits>**` (10,000 watchers:
+//!     every SET matches one watcher; 100: 1 %).
+//! - `resp/*`: a redis-benchmark-like pipeline of 1,000
+//!   `SET key:<12 digits> xxx` requests: `parse_frame` alone (MB/s), and the
+//!   server path `split_command` + `Command::parse` (commands/s).
+//!
+//! Run: `cargo bench -p xraft-kv --bench kv -- --measurement-time 3 --warm-up-time 1`.
+// criterion_group! generates an undocumented `pub fn`.
+#![allow(missing_docs)]
+
+use bytes::{Bytes, BytesMut};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use xraft::{LogIndex, StateMachine};
+use xraft_kv::resp::{encode_command, parse_frame, split_command, Command, RespLimits};
+use xraft_kv::{KvCommand, KvRequest, KvStore, Pattern, WatchItem};
+
+const BATCH: usize = 10_000;
+const KEYS: usize = 100_000;
+
+fn set_commands() -> Vec<Bytes> {
+    // A fixed LCG spreads the keys without a dependency on a RNG crate.
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    (0..BATCH)
+        .map(|_| {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let n = (x >> 33) as usize % KEYS;
+            let cmd = KvCommand::Set {
+                key: Bytes::from(format!("key.{n:06}")),
+                value: Bytes::from_static(b"0123456789abcdef"),
+            };
+            KvRequest::new(cmd).encode()
+        })
+        .collect()
+}
+
+fn patterns(variant: &str, watchers: usize) -> Vec<Vec<u8>> {
+    (0..watchers)
+        .map(|j| match variant {
+            "exact-miss" => format!("key.{j:06}x"),
+            "prefix-miss" => format!("key.{j:06}.**"),
+            "exact-hit" => format!("key.{:06}", j * 10),
+            "prefix-hit" => format!("key.{j:05}**"),
+            _ => unreachable!("unknown variant"),
+        })
+        .map(String::into_bytes)
+        .collect()
+}
+
+fn bench_apply(c: &mut Criterion) {
+    let commands = set_commands();
+    let mut group = c.benchmark_group("apply_set");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    let mut cases = vec![("none", 0)];
+    for variant in ["exact-miss", "prefix-miss", "exact-hit", "prefix-hit"] {
+        cases.push((variant, 100));
+        cases.push((variant, 10_000));
+    }
+    for (variant, watchers) in cases {
+        let mut store = KvStore::default();
+        for p in patterns(variant, watchers) {
+            store.watches_mut().watch(Pattern::parse(&p)).expect("within bounds");
+        }
+        let mut index = 0u64;
+        let mut ready = Vec::new();
+        let mut items: Vec<WatchItem> = Vec::new();
+        group.bench_function(format!("{variant}/{watchers}"), |b| {
+            b.iter(|| {
+                for cmd in &commands {
+                    index += 1;
+                    std::hint::black_box(store.apply(LogIndex(index), cmd));
+                }
+                // What a runtime does after an applied batch.
+                store.watches_mut().take_ready(&mut ready);
+                for &id in &ready {
+                    items.clear();
+                    let _ = store.watches_mut().drain_into(id, usize::MAX, &mut items);
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+fn redis_benchmark_pipeline() -> Vec<u8> {
+    let mut wire = Vec::new();
+    let mut x: u64 = 7;
+    for _ in 0..1000 {
+        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        let key = format!("key:{:012}", (x >> 20) % 1_000_000_000_000);
+        encode_command(&["SET", key.as_str(), "xxx"], &mut wire);
+    }
+    wire
+}
+
+fn bench_resp(c: &mut Criterion) {
+    let wire = redis_benchmark_pipeline();
+    let limits = RespLimits::default();
+    let mut group = c.benchmark_group("resp");
+    group.throughput(Throughput::Bytes(wire.len() as u64));
+    group.bench_function("parse_frame/1000xSET", |b| {
+        b.iter(|| {
+            let mut rest = &wire[..];
+            let mut n = 0;
+            while let Ok(Some(frame)) = parse_frame(rest, &limits) {
+                n += frame.args.len();
+                rest = &rest[frame.consumed..];
+            }
+            std::hint::black_box(n)
+        })
+    });
+    group.throughput(Throughput::Elements(1000));
+    group.bench_function("split_command+Command::parse/1000xSET", |b| {
+        b.iter_batched(
+            || BytesMut::from(&wire[..]),
+            |mut buf| {
+                let mut n = 0;
+                while let Ok(Some(args)) = split_command(&mut buf, &limits) {
+                    if let Ok(Command::Set { .. }) = Command::parse(&args) {
+                        n += 1;
+                    }
+                }
+                std::hint::black_box(n)
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_apply, bench_resp);
+criterion_main!(benches);

@@ -11,10 +11,12 @@
 //! - Events reach each watcher in commit (log index) order, one per matching
 //!   change; a key matched by two of a watcher's patterns is impossible (one
 //!   pattern per watcher).
-//! - Matching walks a radix trie of the registered patterns along the key's
-//!   bytes: its cost is O(key length + matches), independent of how many
-//!   watchers are registered. Every non-root trie node holds a watcher or
-//!   branches, so the trie has at most twice as many nodes as watchers.
+//! - Matching costs O(key length + matches), independent of how many
+//!   watchers are registered: exact keys are one hash lookup (a lookup-only
+//!   hashbrown map; its order never reaches an output), prefixes a walk of a
+//!   radix trie along the key's bytes. Every non-root trie node holds a
+//!   watcher or branches, so the trie has at most twice as many nodes as
+//!   prefix watchers.
 //! - Each watcher's queue holds at most `queue_events_max` events. When it is
 //!   full further events for *that* watcher are dropped and counted in a
 //!   [`WatchItem::Lagged`] marker; no other watcher is affected, and nothing
@@ -25,6 +27,7 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
+use hashbrown::HashMap;
 use smallvec::SmallVec;
 use thiserror::Error;
 use xraft::LogIndex;
@@ -157,6 +160,9 @@ pub enum WatchError {
 #[derive(Debug)]
 pub struct WatchHub {
     config: WatchConfig,
+    /// Exact-key watchers by key. Lookup only: never iterated.
+    exact: HashMap<Bytes, SmallVec<[u32; 1]>>,
+    /// Prefix watchers.
     trie: Trie,
     slots: Vec<Slot>,
     free_slots: Vec<u32>,
@@ -175,6 +181,7 @@ impl WatchHub {
     pub fn new(config: WatchConfig) -> Self {
         WatchHub {
             config,
+            exact: HashMap::new(),
             trie: Trie::new(),
             slots: Vec::new(),
             free_slots: Vec::new(),
@@ -207,7 +214,10 @@ impl WatchHub {
                 slot
             }
         };
-        self.trie.insert(&pattern, slot);
+        match &pattern {
+            Pattern::Exact(key) => self.exact.entry(key.clone()).or_default().push(slot),
+            Pattern::Prefix(prefix) => self.trie.insert(prefix, slot),
+        }
         let entry = &mut self.slots[slot as usize];
         entry.watcher = Some(Watcher { pattern, queue: VecDeque::new(), events: 0, ready: false });
         self.live += 1;
@@ -221,7 +231,16 @@ impl WatchHub {
         let watcher = entry.watcher.take().expect("checked by watcher()");
         entry.generation = entry.generation.wrapping_add(1);
         let slot = id.slot() as u32;
-        self.trie.remove(&watcher.pattern, slot);
+        match &watcher.pattern {
+            Pattern::Exact(key) => {
+                let slots = self.exact.get_mut(key).expect("registered exact key is mapped");
+                slots.retain(|s| *s != slot);
+                if slots.is_empty() {
+                    self.exact.remove(key);
+                }
+            }
+            Pattern::Prefix(prefix) => self.trie.remove(prefix, slot),
+        }
         self.free_slots.push(slot);
         self.live -= 1;
         Ok(watcher.pattern)
@@ -306,7 +325,8 @@ impl WatchHub {
             return;
         }
         let (slots, ready, cap) = (&mut self.slots, &mut self.ready, self.config.queue_events_max);
-        self.trie.for_each_match(key, |slot| {
+        let exact = self.exact.get(key.as_ref()).map_or(&[][..], |s| &s[..]);
+        let mut deliver = |slot: u32| {
             let entry = &mut slots[slot as usize];
             let generation = entry.generation;
             let w = entry.watcher.as_mut().expect("trie holds only live watchers");
@@ -315,7 +335,9 @@ impl WatchHub {
                 w.ready = true;
                 ready.push(WatchId::new(slot, generation));
             }
-        });
+        };
+        exact.iter().for_each(|&slot| deliver(slot));
+        self.trie.for_each_match(key, deliver);
     }
 
     /// Reports that the state was replaced by a snapshot through `index`:
@@ -349,7 +371,9 @@ impl WatchHub {
             }
         }
         assert_eq!(live, self.live, "live count drifted");
-        assert_eq!(self.trie.registrations(), self.live, "trie and slots disagree");
+        let exact: usize = self.exact.values().map(|s| s.len()).sum();
+        assert!(self.exact.values().all(|s| !s.is_empty()), "empty exact entry kept");
+        assert_eq!(exact + self.trie.registrations(), self.live, "index and slots disagree");
         self.trie.check_invariants();
     }
 
@@ -415,20 +439,25 @@ struct Trie {
     free: Vec<u32>,
 }
 
+/// Edge labels are short in practice (key segments); up to 16 bytes live
+/// inline in the node, so a walk touches no other memory.
+type Label = SmallVec<[u8; 16]>;
+
 #[derive(Debug, Default)]
 struct Node {
-    label: Bytes,
-    /// Child node indices, sorted by the first byte of their label (distinct).
+    label: Label,
+    /// First byte of each child's label, sorted and distinct: the walk picks
+    /// a child from here without touching the other children.
+    child_first: SmallVec<[u8; 8]>,
+    /// Child node indices, parallel to `child_first`.
     children: SmallVec<[u32; 2]>,
-    /// Watcher slots whose exact key ends here.
-    exact: SmallVec<[u32; 1]>,
     /// Watcher slots whose prefix ends here.
     prefix: SmallVec<[u32; 1]>,
 }
 
 impl Node {
     fn has_watchers(&self) -> bool {
-        !self.exact.is_empty() || !self.prefix.is_empty()
+        !self.prefix.is_empty()
     }
 }
 
@@ -450,10 +479,8 @@ impl Trie {
     /// The child of `n` whose label starts with `byte`: `Ok((position, node))`
     /// or `Err(insertion position)`.
     fn child(&self, n: u32, byte: u8) -> Result<(usize, u32), usize> {
-        let children = &self.node(n).children;
-        children
-            .binary_search_by_key(&byte, |&c| self.node(c).label[0])
-            .map(|pos| (pos, children[pos]))
+        let node = self.node(n);
+        node.child_first.binary_search(&byte).map(|pos| (pos, node.children[pos]))
     }
 
     fn alloc(&mut self, node: Node) -> u32 {
@@ -474,26 +501,24 @@ impl Trie {
         self.free.push(i);
     }
 
-    fn insert(&mut self, pattern: &Pattern, slot: u32) {
-        let bytes = pattern.bytes();
-        let n = self.node_for(bytes);
-        let node = self.node_mut(n);
-        match pattern {
-            Pattern::Exact(_) => node.exact.push(slot),
-            Pattern::Prefix(_) => node.prefix.push(slot),
-        }
+    fn insert(&mut self, prefix: &[u8], slot: u32) {
+        let n = self.node_for(prefix);
+        self.node_mut(n).prefix.push(slot);
     }
 
     /// The node spelling exactly `path`, created (splitting an edge if
     /// needed) if absent.
-    fn node_for(&mut self, path: &Bytes) -> u32 {
+    fn node_for(&mut self, path: &[u8]) -> u32 {
         let mut n = ROOT;
         let mut off = 0;
         while off < path.len() {
             match self.child(n, path[off]) {
                 Err(pos) => {
-                    let leaf = self.alloc(Node { label: path.slice(off..), ..Node::default() });
-                    self.node_mut(n).children.insert(pos, leaf);
+                    let leaf = self
+                        .alloc(Node { label: Label::from_slice(&path[off..]), ..Node::default() });
+                    let parent = self.node_mut(n);
+                    parent.children.insert(pos, leaf);
+                    parent.child_first.insert(pos, path[off]);
                     return leaf;
                 }
                 Ok((pos, c)) => {
@@ -501,11 +526,14 @@ impl Trie {
                     let common = common_prefix_len(&label, &path[off..]);
                     if common < label.len() {
                         let mid = self.alloc(Node {
-                            label: label.slice(..common),
+                            label: Label::from_slice(&label[..common]),
+                            child_first: SmallVec::from_slice(&[label[common]]),
                             children: SmallVec::from_slice(&[c]),
                             ..Node::default()
                         });
-                        self.node_mut(c).label = label.slice(common..);
+                        // The parent's child_first entry stays: mid's label
+                        // starts with the same byte.
+                        self.node_mut(c).label = Label::from_slice(&label[common..]);
                         self.node_mut(n).children[pos] = mid;
                         n = mid;
                     } else {
@@ -518,8 +546,7 @@ impl Trie {
         n
     }
 
-    fn remove(&mut self, pattern: &Pattern, slot: u32) {
-        let bytes = pattern.bytes();
+    fn remove(&mut self, bytes: &[u8], slot: u32) {
         // Path of (parent, position of child in parent) down to the node.
         let mut path: SmallVec<[(u32, usize); 16]> = SmallVec::new();
         let mut n = ROOT;
@@ -531,11 +558,7 @@ impl Trie {
             n = c;
         }
         debug_assert_eq!(off, bytes.len(), "a registered pattern ends on a node");
-        let node = self.node_mut(n);
-        let list = match pattern {
-            Pattern::Exact(_) => &mut node.exact,
-            Pattern::Prefix(_) => &mut node.prefix,
-        };
+        let list = &mut self.node_mut(n).prefix;
         let at = list.iter().position(|&s| s == slot).expect("registered slot is listed");
         list.remove(at);
         self.compact(n, &path);
@@ -550,7 +573,9 @@ impl Trie {
             return;
         }
         if node.children.is_empty() {
-            self.node_mut(parent).children.remove(pos);
+            let p = self.node_mut(parent);
+            p.children.remove(pos);
+            p.child_first.remove(pos);
             self.release(n);
             // The parent may now have one child and no watchers.
             let p = self.node(parent);
@@ -567,17 +592,17 @@ impl Trie {
     /// joining their labels; `(parent, pos)` locates `n`.
     fn merge_into_child(&mut self, n: u32, (parent, pos): (u32, usize)) {
         let child = self.node(n).children[0];
-        let mut label = Vec::with_capacity(self.node(n).label.len() + self.node(child).label.len());
-        label.extend_from_slice(&self.node(n).label);
+        let mut label = self.node(n).label.clone();
         label.extend_from_slice(&self.node(child).label);
-        self.node_mut(child).label = Bytes::from(label);
+        // The joined label starts with n's first byte: the parent's
+        // child_first entry stays valid.
+        self.node_mut(child).label = label;
         self.node_mut(parent).children[pos] = child;
         self.release(n);
     }
 
-    /// Calls `f` with every watcher slot whose pattern matches `key`: prefix
-    /// watchers on each node along the key's path, exact watchers on the
-    /// node that spells the whole key.
+    /// Calls `f` with every watcher slot whose prefix `key` starts with: the
+    /// watchers on each node along the key's path.
     fn for_each_match(&self, key: &[u8], mut f: impl FnMut(u32)) {
         let mut n = ROOT;
         let mut rest = key;
@@ -586,15 +611,10 @@ impl Trie {
             for &slot in &node.prefix {
                 f(slot);
             }
-            let Some(&first) = rest.first() else {
-                for &slot in &node.exact {
-                    f(slot);
-                }
-                return;
-            };
+            let Some(&first) = rest.first() else { return };
             let Ok((_, c)) = self.child(n, first) else { return };
             let label = &self.node(c).label;
-            match rest.strip_prefix(label.as_ref()) {
+            match rest.strip_prefix(&label[..]) {
                 Some(after) => rest = after,
                 None => return,
             }
@@ -604,10 +624,7 @@ impl Trie {
 
     fn registrations(&self) -> usize {
         let live = |i: usize| i == 0 || !self.free.contains(&(i as u32));
-        (0..self.nodes.len())
-            .filter(|&i| live(i))
-            .map(|i| self.nodes[i].exact.len() + self.nodes[i].prefix.len())
-            .sum()
+        (0..self.nodes.len()).filter(|&i| live(i)).map(|i| self.nodes[i].prefix.len()).sum()
     }
 
     fn check_invariants(&self) {
@@ -625,6 +642,7 @@ impl Trie {
             }
             let firsts: Vec<u8> = node.children.iter().map(|&c| self.node(c).label[0]).collect();
             assert!(firsts.windows(2).all(|w| w[0] < w[1]), "children unsorted or duplicated");
+            assert_eq!(firsts[..], node.child_first[..], "child_first out of date");
             stack.extend(node.children.iter().copied());
         }
         assert_eq!(reachable + self.free.len(), self.nodes.len(), "leaked trie nodes");
