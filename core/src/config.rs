@@ -48,6 +48,30 @@ pub struct Config {
     pub apply_entries_max: usize,
     /// Largest peer frame payload accepted by the wire decoder (default 16 MiB).
     pub frame_bytes_max: usize,
+    /// A follower forwards proposals, reads, membership changes and transfers
+    /// to the leader (default on); off, it refuses them with `NotLeader`.
+    pub forward_requests: bool,
+    /// How long a forwarded or leaderless request waits for its answer
+    /// before failing with `Timeout` / `NoLeader` (default 300 = 3 s).
+    pub propose_timeout_ticks: u32,
+    /// Most requests a follower holds while forwarding (default 10,000).
+    pub forward_pending_max: usize,
+    /// Most read-index requests waiting for confirmation (default 10,000).
+    pub reads_pending_max: usize,
+    /// Take a snapshot once the in-memory log holds more entries than this;
+    /// the initial value of the dynamic threshold (default 100,000).
+    pub snapshot_threshold_entries: usize,
+    /// Entries kept after the snapshot point when compacting, for slow
+    /// followers (default 10,000).
+    pub snapshot_min_retention_entries: usize,
+    /// Bytes per snapshot chunk sent to a follower (default 1 MiB).
+    pub snapshot_chunk_bytes: usize,
+    /// A snapshot chunk not answered within this many ticks is sent again
+    /// (default 3,000 = 30 s).
+    pub snapshot_chunk_timeout_ticks: u32,
+    /// A learner is promoted only once it is at most this many entries
+    /// behind the leader (default 1,000).
+    pub promote_lag_entries_max: u64,
 }
 
 impl Config {
@@ -70,6 +94,15 @@ impl Config {
             uncommitted_bytes_max: 64 << 20,
             apply_entries_max: 5_000,
             frame_bytes_max: 16 << 20,
+            forward_requests: true,
+            propose_timeout_ticks: 300,
+            forward_pending_max: 10_000,
+            reads_pending_max: 10_000,
+            snapshot_threshold_entries: 100_000,
+            snapshot_min_retention_entries: 10_000,
+            snapshot_chunk_bytes: 1 << 20,
+            snapshot_chunk_timeout_ticks: 3_000,
+            promote_lag_entries_max: 1_000,
         }
     }
 
@@ -104,6 +137,20 @@ impl Config {
             self.frame_bytes_max > self.append_bytes_max,
             "frame_bytes_max must exceed append_bytes_max",
         )?;
+        check(
+            self.frame_bytes_max > self.snapshot_chunk_bytes,
+            "frame_bytes_max must exceed snapshot_chunk_bytes",
+        )?;
+        check(self.propose_timeout_ticks >= 1, "propose_timeout_ticks must be >= 1")?;
+        check(self.forward_pending_max >= 1, "forward_pending_max must be >= 1")?;
+        check(self.reads_pending_max >= 1, "reads_pending_max must be >= 1")?;
+        check(self.snapshot_threshold_entries >= 1, "snapshot_threshold_entries must be >= 1")?;
+        check(
+            self.snapshot_min_retention_entries < self.snapshot_threshold_entries,
+            "snapshot_min_retention_entries must be below snapshot_threshold_entries",
+        )?;
+        check(self.snapshot_chunk_bytes >= 1, "snapshot_chunk_bytes must be >= 1")?;
+        check(self.snapshot_chunk_timeout_ticks >= 1, "snapshot_chunk_timeout_ticks must be >= 1")?;
         Ok(())
     }
 }

@@ -20,15 +20,16 @@ pub mod wire;
 
 pub use config::{Config, ConfigError};
 pub use error::ProposeError;
-pub use message::{Message, MessageBody};
+pub use message::{ForwardResult, Forwarded, Message, MessageBody};
 pub use state_machine::StateMachine;
 pub use types::{
-    Entry, EntryKind, EntryVec, HardState, LogIndex, Membership, NodeId, PersistId, RequestId,
-    SnapshotMeta, Term,
+    Entry, EntryKind, EntryVec, HardState, LogIndex, Membership, MembershipChange, NodeId, NodeIds,
+    PersistId, RequestId, SnapshotMeta, Term,
 };
 pub mod node;
 pub mod rng;
 
 pub use node::{
-    Commands, Input, Metrics, Node, Output, PersistWrite, RestartError, RestartState, Role, Status,
+    Commands, Input, Metrics, Node, Output, PersistWrite, RestartError, RestartState, Role,
+    SnapshotWrite, Status,
 };

@@ -4,9 +4,12 @@
 //! term; a node that sends a message has made that term (and any vote it
 //! implies) durable first. Encoding to bytes lives in [`crate::wire`].
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::types::{EntryVec, LogIndex, NodeId, Term};
+use crate::error::ProposeError;
+use crate::node::Commands;
+use crate::types::{EntryVec, LogIndex, MembershipChange, NodeId, RequestId, SnapshotMeta, Term};
 
 /// One peer message, addressed and stamped with the sender's term.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -34,6 +37,9 @@ pub enum MessageBody {
         last_log_index: LogIndex,
         /// Term of the candidate's last log entry.
         last_log_term: Term,
+        /// Sent on a leader's request (leadership transfer): voters skip the
+        /// leader-lease check.
+        transfer: bool,
     },
     /// The answer to a `RequestVote`.
     RequestVoteResp {
@@ -71,13 +77,87 @@ pub enum MessageBody {
     Heartbeat {
         /// Commit index, capped at the follower's match index.
         commit: LogIndex,
+        /// The leader's latest ReadIndex round, echoed back.
+        ctx: u64,
     },
     /// The answer to a `Heartbeat`.
     HeartbeatResp {
         /// The follower's durable last index that matches this term's leader
         /// (lets a leader resume replication to a probing follower).
         index: LogIndex,
+        /// Echo of the heartbeat's `ctx`.
+        ctx: u64,
     },
+    /// Leadership transfer: campaign now, skipping PreVote.
+    TimeoutNow,
+    /// One chunk of the leader's snapshot.
+    InstallSnapshot {
+        /// What the snapshot stands for.
+        meta: SnapshotMeta,
+        /// Byte offset of `data` in the snapshot.
+        offset: u64,
+        /// The chunk.
+        data: Bytes,
+        /// Whether this is the last chunk.
+        done: bool,
+    },
+    /// The answer to an `InstallSnapshot` chunk, sent once it is durable.
+    InstallSnapshotResp {
+        /// The snapshot's index.
+        index: LogIndex,
+        /// The offset the follower expects next.
+        next_offset: u64,
+        /// The follower holds state through `index` (installed, or it
+        /// already had it); the leader resumes appends after it.
+        done: bool,
+    },
+    /// A request a follower forwards to the leader.
+    Forward {
+        /// The follower's tag for the answer.
+        ctx: RequestId,
+        /// The request.
+        request: Forwarded,
+    },
+    /// The leader's answer to a `Forward`.
+    ForwardResp {
+        /// Echo of the request's `ctx`.
+        ctx: RequestId,
+        /// The outcome.
+        result: ForwardResult,
+    },
+}
+
+/// A request forwarded from a follower to the leader.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum Forwarded {
+    /// Append these commands.
+    Propose(Commands),
+    /// Confirm leadership and return a read index.
+    ReadIndex,
+    /// Change the membership.
+    ChangeMembership(MembershipChange),
+    /// Transfer leadership to a node.
+    Transfer(NodeId),
+}
+
+/// The leader's answer to a forwarded request.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum ForwardResult {
+    /// Appended at `first..=last` in `term`.
+    Proposed {
+        /// The leader's term.
+        term: Term,
+        /// First index.
+        first: LogIndex,
+        /// Last index.
+        last: LogIndex,
+    },
+    /// Leadership confirmed: reads may be served once applied through this index.
+    ReadIndex(LogIndex),
+    /// Done (a transfer completed).
+    Completed,
+    /// Refused.
+    Rejected(ProposeError),
 }
 
 impl MessageBody {
@@ -92,6 +172,11 @@ impl MessageBody {
             MessageBody::AppendResp { .. } => "AppendResp",
             MessageBody::Heartbeat { .. } => "Heartbeat",
             MessageBody::HeartbeatResp { .. } => "HeartbeatResp",
+            MessageBody::TimeoutNow => "TimeoutNow",
+            MessageBody::InstallSnapshot { .. } => "InstallSnapshot",
+            MessageBody::InstallSnapshotResp { .. } => "InstallSnapshotResp",
+            MessageBody::Forward { .. } => "Forward",
+            MessageBody::ForwardResp { .. } => "ForwardResp",
         }
     }
 }

@@ -118,6 +118,9 @@ impl Entry {
 /// Fixed per-entry overhead counted by byte limits.
 pub const ENTRY_OVERHEAD_BYTES: usize = 24;
 
+/// Node ids in a small inline list.
+pub type NodeIds = SmallVec<[NodeId; 8]>;
+
 /// A batch of entries; one entry lives inline without a heap allocation.
 pub type EntryVec = SmallVec<[Entry; 1]>;
 
@@ -181,4 +184,58 @@ pub struct SnapshotMeta {
     pub term: Term,
     /// Membership as of `index`.
     pub membership: Membership,
+}
+
+/// One single-server membership change (thesis §4.1): at most one is in
+/// flight at a time.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum MembershipChange {
+    /// Add a voting member.
+    AddVoter(NodeId),
+    /// Add a non-voting learner that receives the log.
+    AddLearner(NodeId),
+    /// Make a learner a voter (refused while it lags too far behind).
+    Promote(NodeId),
+    /// Remove a voter or a learner.
+    Remove(NodeId),
+}
+
+impl Membership {
+    /// The membership after `change`, or why the change is not valid here.
+    pub fn apply(&self, change: MembershipChange) -> Result<Membership, &'static str> {
+        let mut next = self.clone();
+        match change {
+            MembershipChange::AddVoter(id) => {
+                if self.voters.contains(&id) {
+                    return Err("already a voter");
+                }
+                next.learners.remove(&id);
+                next.voters.insert(id);
+            }
+            MembershipChange::AddLearner(id) => {
+                if self.contains(id) {
+                    return Err("already a member");
+                }
+                next.learners.insert(id);
+            }
+            MembershipChange::Promote(id) => {
+                if !self.learners.contains(&id) {
+                    return Err("not a learner");
+                }
+                next.learners.remove(&id);
+                next.voters.insert(id);
+            }
+            MembershipChange::Remove(id) => {
+                if !self.contains(id) {
+                    return Err("not a member");
+                }
+                next.voters.remove(&id);
+                next.learners.remove(&id);
+                if next.voters.is_empty() {
+                    return Err("cannot remove the last voter");
+                }
+            }
+        }
+        Ok(next)
+    }
 }

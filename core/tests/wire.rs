@@ -4,7 +4,10 @@
 use bytes::Bytes;
 use proptest::prelude::*;
 use xraft::wire::{decode_frame, encode_frame, frame_to_vec, fuzz_check, FrameError};
-use xraft::{Entry, EntryKind, EntryVec, LogIndex, Message, MessageBody, NodeId, Term};
+use xraft::{
+    Entry, EntryKind, EntryVec, ForwardResult, Forwarded, LogIndex, Membership, MembershipChange,
+    Message, MessageBody, NodeId, ProposeError, RequestId, SnapshotMeta, Term,
+};
 
 fn arb_entry() -> impl Strategy<Value = Entry> {
     (any::<u64>(), any::<u64>(), 0u8..3, proptest::collection::vec(any::<u8>(), 0..64)).prop_map(
@@ -21,13 +24,60 @@ fn arb_entry() -> impl Strategy<Value = Entry> {
     )
 }
 
+fn arb_meta() -> impl Strategy<Value = SnapshotMeta> {
+    (any::<u64>(), any::<u64>(), proptest::collection::btree_set(1u64..9, 0..4)).prop_map(
+        |(i, t, v)| SnapshotMeta {
+            index: LogIndex(i),
+            term: Term(t),
+            membership: Membership::with_voters(v.into_iter().map(NodeId)),
+        },
+    )
+}
+
+fn arb_change() -> impl Strategy<Value = MembershipChange> {
+    (0u8..4, any::<u64>()).prop_map(|(k, id)| match k {
+        0 => MembershipChange::AddVoter(NodeId(id)),
+        1 => MembershipChange::AddLearner(NodeId(id)),
+        2 => MembershipChange::Promote(NodeId(id)),
+        _ => MembershipChange::Remove(NodeId(id)),
+    })
+}
+
+fn arb_forwarded() -> impl Strategy<Value = Forwarded> {
+    prop_oneof![
+        proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..16), 1..4)
+            .prop_map(|cs| Forwarded::Propose(cs.into_iter().map(Bytes::from).collect())),
+        Just(Forwarded::ReadIndex),
+        arb_change().prop_map(Forwarded::ChangeMembership),
+        any::<u64>().prop_map(|id| Forwarded::Transfer(NodeId(id))),
+    ]
+}
+
+fn arb_result() -> impl Strategy<Value = ForwardResult> {
+    prop_oneof![
+        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(t, f, l)| ForwardResult::Proposed {
+            term: Term(t),
+            first: LogIndex(f),
+            last: LogIndex(l)
+        }),
+        any::<u64>().prop_map(|i| ForwardResult::ReadIndex(LogIndex(i))),
+        Just(ForwardResult::Completed),
+        Just(ForwardResult::Rejected(ProposeError::ConfigInFlight)),
+        any::<u64>().prop_map(|l| ForwardResult::Rejected(ProposeError::NotLeader {
+            leader_hint: Some(NodeId(l))
+        })),
+        Just(ForwardResult::Rejected(ProposeError::TooLarge("big".into()))),
+    ]
+}
+
 fn arb_body() -> impl Strategy<Value = MessageBody> {
     prop_oneof![
-        (any::<bool>(), any::<u64>(), any::<u64>()).prop_map(|(p, i, t)| {
+        (any::<bool>(), any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(p, i, t, x)| {
             MessageBody::RequestVote {
                 pre_vote: p,
                 last_log_index: LogIndex(i),
                 last_log_term: Term(t),
+                transfer: x,
             }
         }),
         (any::<bool>(), any::<bool>())
@@ -47,8 +97,25 @@ fn arb_body() -> impl Strategy<Value = MessageBody> {
                 hint_term: Term(ht),
             }
         }),
-        any::<u64>().prop_map(|c| MessageBody::Heartbeat { commit: LogIndex(c) }),
-        any::<u64>().prop_map(|i| MessageBody::HeartbeatResp { index: LogIndex(i) }),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(c, x)| MessageBody::Heartbeat { commit: LogIndex(c), ctx: x }),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(i, x)| MessageBody::HeartbeatResp { index: LogIndex(i), ctx: x }),
+        Just(MessageBody::TimeoutNow),
+        (arb_meta(), any::<u64>(), proptest::collection::vec(any::<u8>(), 0..64), any::<bool>())
+            .prop_map(|(meta, offset, d, done)| MessageBody::InstallSnapshot {
+                meta,
+                offset,
+                data: Bytes::from(d),
+                done
+            }),
+        (any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(i, o, d)| {
+            MessageBody::InstallSnapshotResp { index: LogIndex(i), next_offset: o, done: d }
+        }),
+        (any::<u64>(), arb_forwarded())
+            .prop_map(|(c, r)| MessageBody::Forward { ctx: RequestId(c), request: r }),
+        (any::<u64>(), arb_result())
+            .prop_map(|(c, r)| MessageBody::ForwardResp { ctx: RequestId(c), result: r }),
     ]
 }
 
@@ -98,7 +165,7 @@ fn sample() -> Message {
         from: NodeId(1),
         to: NodeId(2),
         term: Term(3),
-        body: MessageBody::Heartbeat { commit: LogIndex(9) },
+        body: MessageBody::Heartbeat { commit: LogIndex(9), ctx: 4 },
     }
 }
 
@@ -148,18 +215,22 @@ fn fuzz_corpus_replays() {
         fuzz_check(&data);
         n += 1;
     }
-    assert!(n >= 6, "the corpus has seed inputs ({n} found)");
+    assert!(n >= seed_bodies().len(), "the corpus has seed inputs ({n} found)");
 }
 
-/// The committed seed corpus: one valid frame per message kind.
-#[test]
-#[allow(clippy::disallowed_methods)] // test-only check of the committed corpus
-fn corpus_has_a_seed_per_message_kind() {
-    let bodies = [
+/// One message of each kind, the committed seed corpus.
+fn seed_bodies() -> Vec<MessageBody> {
+    let meta = SnapshotMeta {
+        index: LogIndex(40),
+        term: Term(3),
+        membership: Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]),
+    };
+    vec![
         MessageBody::RequestVote {
             pre_vote: true,
             last_log_index: LogIndex(5),
             last_log_term: Term(2),
+            transfer: false,
         },
         MessageBody::RequestVoteResp { pre_vote: false, granted: true },
         MessageBody::Append {
@@ -179,13 +250,48 @@ fn corpus_has_a_seed_per_message_kind() {
             hint_index: LogIndex(4),
             hint_term: Term(1),
         },
-        MessageBody::Heartbeat { commit: LogIndex(7) },
-        MessageBody::HeartbeatResp { index: LogIndex(7) },
-    ];
-    for (k, body) in bodies.into_iter().enumerate() {
+        MessageBody::Heartbeat { commit: LogIndex(7), ctx: 2 },
+        MessageBody::HeartbeatResp { index: LogIndex(7), ctx: 2 },
+        MessageBody::TimeoutNow,
+        MessageBody::InstallSnapshot {
+            meta,
+            offset: 0,
+            data: Bytes::from_static(b"state"),
+            done: true,
+        },
+        MessageBody::InstallSnapshotResp { index: LogIndex(40), next_offset: 5, done: true },
+        MessageBody::Forward {
+            ctx: RequestId(8),
+            request: Forwarded::Propose([Bytes::from_static(b"cmd")].into_iter().collect()),
+        },
+        MessageBody::ForwardResp {
+            ctx: RequestId(8),
+            result: ForwardResult::Proposed {
+                term: Term(3),
+                first: LogIndex(41),
+                last: LogIndex(41),
+            },
+        },
+    ]
+}
+
+/// The committed seed corpus: one valid frame per message kind, up to date
+/// with the format.
+#[test]
+#[allow(clippy::disallowed_methods)] // test-only check of the committed corpus
+fn corpus_has_a_seed_per_message_kind() {
+    for (k, body) in seed_bodies().into_iter().enumerate() {
         let m = Message { from: NodeId(1), to: NodeId(2), term: Term(2), body };
         let path = corpus_dir().join(format!("seed-{k}"));
+        if std::env::var_os("XRAFT_WRITE_CORPUS").is_some() {
+            std::fs::write(&path, frame_to_vec(&m)).expect("write seed");
+        }
         let got = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert_eq!(got, frame_to_vec(&m), "{} is stale: regenerate it", path.display());
+        assert_eq!(
+            got,
+            frame_to_vec(&m),
+            "{} is stale: rerun with XRAFT_WRITE_CORPUS=1",
+            path.display()
+        );
     }
 }

@@ -13,11 +13,15 @@ use std::collections::VecDeque;
 use crate::message::Message;
 use crate::types::{Entry, EntryVec, HardState, LogIndex, PersistId};
 
+use super::SnapshotWrite;
+
 /// A write emitted but not yet reported durable.
 #[derive(Debug)]
 struct Pending {
     id: PersistId,
-    /// First entry written, if the write holds entries (it truncates there).
+    /// Where the write truncates the durable log, if it does: its first
+    /// entry, or past the safe prefix for a snapshot install that replaces
+    /// the log.
     first: Option<LogIndex>,
     /// Last index of the log once this write is durable.
     last_index: LogIndex,
@@ -29,7 +33,10 @@ struct Pending {
 pub(crate) struct Building {
     pub id: PersistId,
     pub hard_state: Option<HardState>,
+    pub snapshot: Option<SnapshotWrite>,
     pub entries: EntryVec,
+    /// Set when the write installs a snapshot that replaces the log.
+    truncates_at: Option<LogIndex>,
 }
 
 #[derive(Debug)]
@@ -98,10 +105,30 @@ impl Durability {
         b.entries.push(e);
     }
 
+    /// Queues snapshot work for this step's write; returns the write's id.
+    pub fn write_snapshot(&mut self, w: SnapshotWrite) -> PersistId {
+        let b = self.building();
+        debug_assert!(b.snapshot.is_none(), "one snapshot write per step");
+        b.snapshot = Some(w);
+        b.id
+    }
+
+    /// A snapshot install replaces the log with one ending at `index`; only
+    /// the prefix through `safe` is known to be the same before and after.
+    pub fn install_reset(&mut self, index: LogIndex, safe: LogIndex) {
+        self.stable_index = self.stable_index.min(safe);
+        self.last_written = index;
+        let b = self.building();
+        b.truncates_at = Some(safe.next());
+    }
+
     /// Takes this step's write, if any, recording it as pending.
     pub fn take_write(&mut self) -> Option<Building> {
         let b = self.building.take()?;
-        let first = b.entries.first().map(|e| e.index);
+        let first = match (b.truncates_at, b.entries.first().map(|e| e.index)) {
+            (Some(a), Some(e)) => Some(a.min(e)),
+            (a, e) => a.or(e),
+        };
         if let Some(last) = b.entries.last() {
             self.last_written = last.index;
         }
@@ -133,14 +160,10 @@ impl Durability {
             }
         }
         if let Some(cand) = cand {
-            let cap = self
-                .pending
-                .iter()
-                .filter_map(|p| p.first)
-                .chain(self.building.as_ref().and_then(|b| b.entries.first().map(|e| e.index)))
-                .map(|f| f.prev())
-                .min()
-                .unwrap_or(cand);
+            // Writes are reported between steps, so nothing is being built.
+            debug_assert!(self.building.is_none());
+            let cap =
+                self.pending.iter().filter_map(|p| p.first).map(|f| f.prev()).min().unwrap_or(cand);
             self.stable_index = cand.min(cap);
         }
         if self.hs_pending.is_some_and(|id| id <= through) {
@@ -237,7 +260,7 @@ mod tests {
             from: NodeId(1),
             to: NodeId(2),
             term: Term(2),
-            body: crate::message::MessageBody::Heartbeat { commit: LogIndex(0) },
+            body: crate::message::MessageBody::Heartbeat { commit: LogIndex(0), ctx: 0 },
         };
         d.hold(id, msg.clone());
         let w = d.take_write().expect("write");

@@ -24,8 +24,12 @@ impl Node {
     }
 
     pub(super) fn on_tick(&mut self) {
+        self.now += 1;
         self.election_elapsed = self.election_elapsed.saturating_add(1);
+        self.expire_forwards();
         if self.role == Role::Leader {
+            self.check_transfer_deadline();
+            self.retry_snapshot_chunks();
             self.heartbeat_elapsed += 1;
             if self.heartbeat_elapsed >= self.cfg.heartbeat_interval_ticks {
                 self.heartbeat_elapsed = 0;
@@ -81,7 +85,7 @@ impl Node {
         self.start_vote_round(true);
     }
 
-    fn become_candidate(&mut self) {
+    pub(super) fn become_candidate(&mut self) {
         self.metrics.elections_started += 1;
         self.role = Role::Candidate;
         self.term = self.term.next();
@@ -102,6 +106,7 @@ impl Node {
             pre_vote,
             last_log_index: self.log.last_index(),
             last_log_term: self.log.last_term(),
+            transfer: std::mem::take(&mut self.campaign_transfer),
         };
         let me = self.cfg.id;
         let voters: smallvec::SmallVec<[NodeId; 8]> =
@@ -137,6 +142,15 @@ impl Node {
 
     pub(super) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
         let was_leader = self.role == Role::Leader;
+        if was_leader {
+            if term > self.term {
+                self.finish_transfer();
+            } else {
+                self.abort_transfer(crate::error::ProposeError::LeadershipLost);
+            }
+            self.fail_pending_reads();
+            self.term_start = LogIndex::ZERO;
+        }
         let changed = self.role != Role::Follower || self.leader != leader;
         if self.leader != leader || term > self.term {
             // What matched the old leader says nothing about the new one.
@@ -159,6 +173,9 @@ impl Node {
         if changed {
             self.role_changed();
         }
+        if leader.is_some() {
+            self.flush_forward_queue();
+        }
     }
 
     fn become_leader(&mut self) {
@@ -180,7 +197,9 @@ impl Node {
         self.role_changed();
         // Paper §8: a new leader commits a no-op to learn its commit index and
         // to commit earlier terms' entries (which it may not count, §5.4.2).
+        self.term_start = self.log.last_index().next();
         self.append_noop();
+        self.flush_forward_queue();
     }
 
     fn role_changed(&mut self) {
@@ -191,11 +210,13 @@ impl Node {
     fn check_term(&mut self, m: &Message) -> bool {
         use MessageBody::*;
         if m.term > self.term {
-            if let RequestVote { pre_vote, .. } = m.body {
+            if let RequestVote { pre_vote, transfer, .. } = m.body {
                 // Leader lease (with CheckQuorum): while we hear from a leader,
                 // ignore campaigns, so a partitioned node that rejoins cannot
-                // depose a healthy leader.
+                // depose a healthy leader. A transfer campaign is the leader's
+                // own wish and passes.
                 let in_lease = self.cfg.check_quorum
+                    && !transfer
                     && self.leader.is_some()
                     && self.election_elapsed < self.cfg.election_timeout_ticks_min;
                 if in_lease {
@@ -210,7 +231,11 @@ impl Node {
             if let RequestVoteResp { pre_vote: true, granted: true } = m.body {
                 return true; // carries the term asked about, not a newer one
             }
-            let leader = matches!(m.body, Append { .. } | Heartbeat { .. }).then_some(m.from);
+            let leader = matches!(
+                m.body,
+                Append { .. } | Heartbeat { .. } | InstallSnapshot { .. } | TimeoutNow
+            )
+            .then_some(m.from);
             self.become_follower(m.term, leader);
             return true;
         }
@@ -259,7 +284,7 @@ impl Node {
             return;
         }
         match m.body {
-            MessageBody::RequestVote { pre_vote, last_log_index, last_log_term } => {
+            MessageBody::RequestVote { pre_vote, last_log_index, last_log_term, .. } => {
                 self.on_request_vote(m.from, m.term, pre_vote, last_log_index, last_log_term)
             }
             MessageBody::RequestVoteResp { pre_vote, granted } => {
@@ -271,8 +296,19 @@ impl Node {
             MessageBody::AppendResp { success, index, hint_index, hint_term } => {
                 self.on_append_resp(m.from, success, index, hint_index, hint_term)
             }
-            MessageBody::Heartbeat { commit } => self.on_heartbeat(m.from, commit),
-            MessageBody::HeartbeatResp { index } => self.on_heartbeat_resp(m.from, index),
+            MessageBody::Heartbeat { commit, ctx } => self.on_heartbeat(m.from, commit, ctx),
+            MessageBody::HeartbeatResp { index, ctx } => self.on_heartbeat_resp(m.from, index, ctx),
+            MessageBody::TimeoutNow => self.on_timeout_now(m.from),
+            MessageBody::InstallSnapshot { meta, offset, data, done } => {
+                self.on_install_snapshot(m.from, meta, offset, data, done)
+            }
+            MessageBody::InstallSnapshotResp { index, next_offset, done } => {
+                if self.role == Role::Leader {
+                    self.on_install_snapshot_resp(m.from, index, next_offset, done)
+                }
+            }
+            MessageBody::Forward { ctx, request } => self.on_forward(m.from, ctx, request),
+            MessageBody::ForwardResp { ctx, result } => self.on_forward_resp(ctx, result),
         }
     }
 

@@ -88,6 +88,23 @@ impl Log {
         self.entries.truncate(keep);
     }
 
+    /// Drops entries up to `through` (which must be held); the log then
+    /// starts after it.
+    pub fn compact(&mut self, through: LogIndex) {
+        let term = self.term(through).expect("compaction point is held");
+        let n = (through.0 - self.snapshot_index.0) as usize;
+        self.entries.drain(..n);
+        self.snapshot_index = through;
+        self.snapshot_term = term;
+    }
+
+    /// Replaces the whole log by an empty one starting after `index`.
+    pub fn reset(&mut self, index: LogIndex, term: Term) {
+        self.entries.clear();
+        self.snapshot_index = index;
+        self.snapshot_term = term;
+    }
+
     /// Clones entries `from..=to`, at most `max_entries` and (after the first)
     /// at most `max_bytes`; returns them with their size in bytes.
     pub fn slice(
@@ -181,6 +198,21 @@ mod tests {
             .map(|e| e.index.0)
             .collect();
         assert_eq!(got, vec![1, 2]);
+    }
+
+    #[test]
+    fn compact_and_reset() {
+        let mut log = Log::new(LogIndex(0), Term(0), vec![e(1, 1), e(2, 1), e(3, 2), e(4, 2)]);
+        log.compact(LogIndex(2));
+        assert_eq!(log.snapshot_index(), LogIndex(2));
+        assert_eq!(log.term(LogIndex(2)), Some(Term(1)));
+        assert_eq!(log.term(LogIndex(1)), None);
+        assert_eq!(log.len(), 2);
+        assert_eq!(log.last_index(), LogIndex(4));
+        log.reset(LogIndex(10), Term(5));
+        assert_eq!(log.last_index(), LogIndex(10));
+        assert_eq!(log.last_term(), Term(5));
+        assert_eq!(log.len(), 0);
     }
 
     #[test]

@@ -22,47 +22,79 @@
 //! * [`Input::Persisted`]: every [`Output::Persist`] up to and including
 //!   `through` is durable (fsync'd), in the order they were emitted.
 //! * [`Input::Applied`]: the state machine has applied every entry up to
-//!   `index`.
+//!   `index` (or restored a snapshot through it).
+//! * [`Input::ReadIndex`], [`Input::ChangeMembership`],
+//!   [`Input::TransferLeadership`]: requests; on a follower they are
+//!   forwarded to the leader (when `Config::forward_requests`).
+//! * [`Input::SnapshotTaken`]: the application answered
+//!   [`Output::TakeSnapshot`]: its state at `index` is staged in storage.
+//! * [`Input::SnapshotChunk`]: bytes of the latest durable snapshot that an
+//!   [`Output::ReadSnapshotChunk`] asked for.
 //!
 //! Outputs:
 //!
 //! * [`Output::Send`]: the runtime SHOULD deliver the message to `msg.to`;
 //!   dropping it is safe.
-//! * [`Output::Persist`]: the runtime MUST write `hard_state` (if any) and
-//!   the entries, discarding first every stored entry with an index at or
-//!   above the first new entry's, then report durability with
-//!   `Input::Persisted`. Writes MUST become durable in emission order; many
-//!   may share one fsync. A crash may lose any write not yet reported.
+//! * [`Output::Persist`]: the runtime MUST carry out the write (see
+//!   [`PersistWrite`]: snapshot part first, then entries, then hard state),
+//!   then report durability with `Input::Persisted`. Writes MUST become
+//!   durable in emission order; many may share one fsync. A crash may lose
+//!   any write not yet reported.
 //! * [`Output::Apply`]: committed entries, in order, never twice. The
 //!   runtime MUST apply the `Normal` ones to its state machine, then report
 //!   `Input::Applied` with the last index (covering `Noop`/`Config` entries).
 //! * [`Output::Proposed`] / [`Output::Rejected`]: the fate of a `Propose`.
 //!   An accepted proposal succeeded once the entry at `last` is applied with
 //!   the same `term`; if another term's entry is applied there, it was lost.
+//! * [`Output::ReadReady`]: a linearizable read may now be served from the
+//!   local state machine (applied has reached its read index).
+//! * [`Output::Completed`]: a request without a log index finished (a
+//!   leadership transfer handed off).
+//! * [`Output::TakeSnapshot`]: the runtime SHOULD have the state machine
+//!   write its state at its applied index (at least `index`) to a staged
+//!   snapshot and answer `Input::SnapshotTaken`.
+//! * [`Output::ReadSnapshotChunk`]: read bytes of the latest durable snapshot
+//!   and answer `Input::SnapshotChunk`.
+//! * [`Output::RestoreSnapshot`]: the state machine MUST replace its state by
+//!   the installed snapshot `meta`, then report `Input::Applied { meta.index }`.
 //! * [`Output::RoleChanged`]: informational (leader, term, role).
+//!
+//! Restart: a runtime rebuilds a node with [`Node::new`] from what storage
+//! made durable, and restores the state machine from the durable snapshot
+//! (if any) before feeding the node.
 
 mod durability;
 mod election;
+mod forward;
 mod log;
+mod membership;
 mod progress;
 mod quorum;
+mod read;
 mod replication;
+mod snapshot;
+mod transfer;
 
 use bytes::Bytes;
 use smallvec::SmallVec;
 
 use crate::config::{Config, ConfigError};
 use crate::error::ProposeError;
-use crate::message::Message;
+use crate::message::{Forwarded, Message};
 use crate::rng::Rng;
 use crate::types::{
-    Entry, EntryKind, EntryVec, HardState, LogIndex, Membership, NodeId, PersistId, RequestId,
-    SnapshotMeta, Term,
+    Entry, EntryKind, EntryVec, HardState, LogIndex, Membership, MembershipChange, NodeId,
+    PersistId, RequestId, SnapshotMeta, Term,
 };
 
 use self::durability::Durability;
+use self::forward::Forwarding;
 use self::log::Log;
+use self::membership::ConfigState;
 use self::progress::Progress;
+use self::read::Reads;
+use self::snapshot::SnapState;
+use self::transfer::Transfer;
 
 /// Commands carried by one `Propose`; one lives inline.
 pub type Commands = SmallVec<[Bytes; 1]>;
@@ -91,6 +123,43 @@ pub enum Input {
     Applied {
         /// The last applied index.
         index: LogIndex,
+    },
+    /// Ask for a linearizable read point; answered by `ReadReady`.
+    ReadIndex {
+        /// Caller's tag.
+        request: RequestId,
+    },
+    /// Change the membership (one change at a time).
+    ChangeMembership {
+        /// Caller's tag.
+        request: RequestId,
+        /// The change.
+        change: MembershipChange,
+    },
+    /// Hand leadership to `target`.
+    TransferLeadership {
+        /// Caller's tag.
+        request: RequestId,
+        /// The voter to take over.
+        target: NodeId,
+    },
+    /// The state machine's state at `index` is staged as a snapshot.
+    SnapshotTaken {
+        /// The applied index the snapshot stands for.
+        index: LogIndex,
+    },
+    /// Bytes of the latest durable snapshot, for sending to `to`.
+    SnapshotChunk {
+        /// The follower the chunk is for.
+        to: NodeId,
+        /// Index of the snapshot the bytes come from.
+        index: LogIndex,
+        /// Byte offset of `data`.
+        offset: u64,
+        /// The bytes (at most the requested length).
+        data: Bytes,
+        /// Whether the snapshot ends with `data`.
+        done: bool,
     },
 }
 
@@ -125,6 +194,40 @@ pub enum Output {
         /// Why.
         error: ProposeError,
     },
+    /// A read requested with `Input::ReadIndex` may be served locally now.
+    ReadReady {
+        /// The read's tag.
+        request: RequestId,
+        /// Its read index (already applied).
+        index: LogIndex,
+    },
+    /// A request without a log index finished (a transfer handed off).
+    Completed {
+        /// The request's tag.
+        request: RequestId,
+    },
+    /// Stage a snapshot of the state machine at its applied index (at least
+    /// `index`), then answer `Input::SnapshotTaken`.
+    TakeSnapshot {
+        /// The lowest acceptable index.
+        index: LogIndex,
+    },
+    /// Read snapshot bytes for a follower; answer `Input::SnapshotChunk`.
+    ReadSnapshotChunk {
+        /// The follower.
+        to: NodeId,
+        /// The snapshot the transfer is about.
+        index: LogIndex,
+        /// Byte offset to read from.
+        offset: u64,
+        /// Most bytes to read.
+        max_bytes: usize,
+    },
+    /// Replace the state machine's state by the installed snapshot.
+    RestoreSnapshot {
+        /// The snapshot now durable in storage.
+        meta: SnapshotMeta,
+    },
     /// The node's role, term or known leader changed.
     RoleChanged {
         /// The new role.
@@ -136,16 +239,47 @@ pub enum Output {
     },
 }
 
-/// One durable write. Entries replace the stored log from `entries[0].index`.
+/// One durable write, carried out in field order: snapshot, entries, hard
+/// state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PersistWrite {
     /// Sequence number to answer with `Input::Persisted`.
     pub id: PersistId,
-    /// New hard state to store, if it changed.
-    pub hard_state: Option<HardState>,
+    /// Snapshot work, if any.
+    pub snapshot: Option<SnapshotWrite>,
     /// Entries to store, consecutive; every stored entry at or after the
     /// first one's index is discarded first.
     pub entries: EntryVec,
+    /// New hard state to store, if it changed.
+    pub hard_state: Option<HardState>,
+}
+
+/// The snapshot part of a [`PersistWrite`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SnapshotWrite {
+    /// Make the snapshot staged for `Input::SnapshotTaken` durable under
+    /// `meta` (temp file, fsync, rename, fsync the directory; then remove
+    /// older snapshots), then drop stored entries up to `compact_through`.
+    Taken {
+        /// What the snapshot stands for.
+        meta: SnapshotMeta,
+        /// Entries at or below this index may be deleted.
+        compact_through: LogIndex,
+    },
+    /// Write a chunk received from the leader at `offset` of the snapshot
+    /// `meta` (an `offset` of 0 starts over). When `done`, make it durable
+    /// and install it: drop stored entries up to `meta.index`, and the whole
+    /// log if it has no entry at `meta.index` with `meta.term`.
+    Chunk {
+        /// The snapshot being received.
+        meta: SnapshotMeta,
+        /// Where `data` goes.
+        offset: u64,
+        /// The bytes.
+        data: Bytes,
+        /// Whether this completes the snapshot.
+        done: bool,
+    },
 }
 
 /// A node's role.
@@ -216,7 +350,7 @@ pub struct Metrics {
     pub proposals_total: u64,
     /// Proposals whose last entry committed while this node led its term.
     pub proposals_ok: u64,
-    /// Proposals rejected.
+    /// Requests of any kind answered with `Rejected` on this node.
     pub proposals_failed: u64,
     /// `Append` messages sent.
     pub appends_sent: u64,
@@ -228,6 +362,24 @@ pub struct Metrics {
     pub messages_received: u64,
     /// `Persist` outputs emitted.
     pub persists: u64,
+    /// Requests forwarded to the leader.
+    pub forwarded: u64,
+    /// Read-index requests received (local and forwarded).
+    pub read_index_requests: u64,
+    /// Reads released (`ReadReady`).
+    pub reads_served: u64,
+    /// Snapshots taken and made durable locally.
+    pub snapshots_taken: u64,
+    /// Snapshots received from a leader and installed.
+    pub snapshots_installed: u64,
+    /// Snapshot transfers completed to followers (as leader).
+    pub snapshots_sent: u64,
+    /// Membership changes committed while this node led.
+    pub config_changes_committed: u64,
+    /// Learners promoted while this node led.
+    pub learners_promoted: u64,
+    /// Leadership transfers handed off by this node.
+    pub transfers_completed: u64,
 }
 
 /// A snapshot of a node's state, for health checks and tests.
@@ -255,8 +407,18 @@ pub struct Status {
     pub log_entries: usize,
     /// Membership in force.
     pub membership: Membership,
+    /// Index of the latest durable snapshot.
+    pub snapshot_index: LogIndex,
     /// Counters.
     pub metrics: Metrics,
+}
+
+/// Who asked for something: this node's caller, or a follower that
+/// forwarded the request.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Requester {
+    Local(RequestId),
+    Remote(NodeId, RequestId),
 }
 
 /// One Raft server. See the module documentation for the driving contract.
@@ -276,7 +438,11 @@ pub struct Node {
     apply_sent: LogIndex,
     /// Last index reported by `Input::Applied`.
     applied: LogIndex,
+    /// The membership in force (the latest in the log, committed or not).
     membership: Membership,
+    conf: ConfigState,
+    /// Logical time: ticks since start.
+    now: u64,
     election_elapsed: u32,
     heartbeat_elapsed: u32,
     election_timeout: u32,
@@ -292,6 +458,15 @@ pub struct Node {
     /// Leader: (last index, bytes) of each accepted proposal not yet committed.
     pending_proposals: std::collections::VecDeque<(LogIndex, usize)>,
     uncommitted_bytes: usize,
+    /// Leader: index of this term's no-op; reads and membership changes
+    /// wait until it commits.
+    term_start: LogIndex,
+    /// Candidate: campaigning on a leader's `TimeoutNow`.
+    campaign_transfer: bool,
+    reads: Reads,
+    fwd: Forwarding,
+    transfer: Option<Transfer>,
+    snap: SnapState,
     dur: Durability,
     out: Vec<Output>,
     metrics: Metrics,
@@ -303,13 +478,15 @@ impl Node {
     /// an existing cluster starts from `RestartState::default()` and waits.
     pub fn new(cfg: Config, state: RestartState) -> Result<Node, RestartError> {
         cfg.validate()?;
-        let RestartState { hard_state, snapshot, entries } = state;
-        let (snap_index, snap_term, mut membership) = match snapshot {
-            Some(s) => (s.index, s.term, s.membership),
-            None => (LogIndex::ZERO, Term::ZERO, Membership::default()),
-        };
+        let RestartState { hard_state, snapshot, mut entries } = state;
+        let snapshot = snapshot.unwrap_or_default();
+        let snap_index = snapshot.index;
+        // Entries the snapshot covers may still be in storage; the node keeps
+        // only what follows the snapshot.
+        entries.retain(|e| e.index > snap_index);
+        let mut conf = ConfigState::new(snap_index, snapshot.membership.clone());
         let mut expect = snap_index.next();
-        let mut last_term = snap_term;
+        let mut last_term = snapshot.term;
         for e in &entries {
             if e.index != expect || e.term < last_term {
                 return Err(RestartError::Inconsistent(format!(
@@ -326,16 +503,18 @@ impl Node {
                 )));
             }
             if e.kind == EntryKind::Config {
-                membership = Membership::decode(&e.data).map_err(|err| {
+                let m = Membership::decode(&e.data).map_err(|err| {
                     RestartError::Inconsistent(format!("config entry {e:?}: {err}"))
                 })?;
+                conf.push(e.index, m);
             }
             expect = expect.next();
             last_term = e.term;
         }
-        let log = Log::new(snap_index, snap_term, entries);
+        let log = Log::new(snap_index, snapshot.term, entries);
         // The stored commit is a hint: never beyond the durable log.
         let commit = hard_state.commit.max(snap_index).min(log.last_index());
+        let membership = conf.current().clone();
         let mut node = Node {
             rng: Rng::new(cfg.seed),
             term: hard_state.term,
@@ -346,6 +525,8 @@ impl Node {
             apply_sent: snap_index,
             applied: snap_index,
             membership,
+            conf,
+            now: 0,
             election_elapsed: 0,
             heartbeat_elapsed: 0,
             election_timeout: cfg.election_timeout_ticks_min,
@@ -356,6 +537,12 @@ impl Node {
             acked: LogIndex::ZERO,
             pending_proposals: Default::default(),
             uncommitted_bytes: 0,
+            term_start: LogIndex::ZERO,
+            campaign_transfer: false,
+            reads: Reads::default(),
+            fwd: Forwarding::default(),
+            transfer: None,
+            snap: SnapState::new(snapshot, cfg.snapshot_threshold_entries),
             dur: Durability::new(hard_state, log.last_index()),
             log,
             out: Vec::new(),
@@ -380,12 +567,30 @@ impl Node {
         match input {
             Input::Tick => self.on_tick(),
             Input::Message(m) => self.on_message(m),
-            Input::Propose { request, commands } => self.on_propose(request, commands),
+            Input::Propose { request, commands } => {
+                self.metrics.proposals_total += 1;
+                self.request(Requester::Local(request), Forwarded::Propose(commands))
+            }
+            Input::ReadIndex { request } => {
+                self.request(Requester::Local(request), Forwarded::ReadIndex)
+            }
+            Input::ChangeMembership { request, change } => {
+                self.request(Requester::Local(request), Forwarded::ChangeMembership(change))
+            }
+            Input::TransferLeadership { request, target } => {
+                self.request(Requester::Local(request), Forwarded::Transfer(target))
+            }
             Input::Persisted { through } => self.on_persisted(through),
             Input::Applied { index } => self.on_applied(index),
+            Input::SnapshotTaken { index } => self.on_snapshot_taken(index),
+            Input::SnapshotChunk { to, index, offset, data, done } => {
+                self.on_snapshot_chunk(to, index, offset, data, done)
+            }
         }
         self.flush_write();
         self.maybe_apply();
+        self.release_reads();
+        self.maybe_snapshot();
         #[cfg(debug_assertions)]
         self.check_invariants();
         std::mem::swap(&mut self.out, out);
@@ -450,6 +655,7 @@ impl Node {
             durable_index: self.dur.stable_index(),
             log_entries: self.log.len(),
             membership: self.membership.clone(),
+            snapshot_index: self.snap.meta.index,
             metrics: self.metrics,
         }
     }
@@ -457,14 +663,25 @@ impl Node {
     /// The number of ticks until this node next needs a tick to make
     /// progress on its own (a simulator may skip idle time up to it).
     pub fn ticks_until_timer(&self) -> u32 {
-        match self.role {
+        let role_timer = match self.role {
             Role::Leader => {
                 let hb = self.cfg.heartbeat_interval_ticks.saturating_sub(self.heartbeat_elapsed);
                 let cq = self.cfg.election_timeout_ticks_min.saturating_sub(self.election_elapsed);
-                hb.min(cq).max(1)
+                hb.min(cq)
             }
-            _ => self.election_timeout.saturating_sub(self.election_elapsed).max(1),
-        }
+            _ => self.election_timeout.saturating_sub(self.election_elapsed),
+        };
+        let deadlines = [
+            self.fwd.next_deadline(),
+            self.transfer.as_ref().map(|t| t.deadline()),
+            self.next_chunk_deadline(),
+        ];
+        let until = deadlines
+            .into_iter()
+            .flatten()
+            .map(|d| d.saturating_sub(self.now).min(u64::from(u32::MAX)) as u32)
+            .fold(role_timer, u32::min);
+        until.max(1)
     }
 
     // ----- internal plumbing shared by the role modules -----
@@ -484,6 +701,13 @@ impl Node {
         }
     }
 
+    /// Sends `msg` once write `id` (and any pending hard state) is durable.
+    fn send_after(&mut self, id: PersistId, msg: Message) {
+        self.metrics.messages_sent += 1;
+        let id = self.dur.hard_state_pending().map_or(id, |h| h.max(id));
+        self.dur.hold(id, msg);
+    }
+
     fn is_voter(&self, id: NodeId) -> bool {
         self.membership.voters.contains(&id)
     }
@@ -493,7 +717,6 @@ impl Node {
     }
 
     fn on_applied(&mut self, index: LogIndex) {
-        debug_assert!(index <= self.apply_sent, "applied beyond what was handed out");
         if index > self.applied && index <= self.apply_sent {
             self.applied = index;
         }

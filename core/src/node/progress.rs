@@ -16,6 +16,8 @@ pub(crate) enum ProgressState {
     Probe,
     /// Matching: appends are pipelined optimistically.
     Replicate,
+    /// Sending a snapshot; appends wait until it is installed.
+    Snapshot,
 }
 
 /// Replication state of one peer.
@@ -36,6 +38,11 @@ pub(crate) struct Progress {
     pub recent_active: bool,
     /// Whether this peer votes.
     pub voter: bool,
+    /// In `Snapshot`: the snapshot being sent, the next offset to send, and
+    /// when the last chunk went out (ticks).
+    pub snap_index: LogIndex,
+    pub snap_offset: u64,
+    pub snap_sent_at: u64,
 }
 
 impl Progress {
@@ -50,6 +57,9 @@ impl Progress {
             inflight_bytes: 0,
             recent_active: true,
             voter,
+            snap_index: LogIndex::ZERO,
+            snap_offset: 0,
+            snap_sent_at: 0,
         }
     }
 
@@ -60,13 +70,14 @@ impl Progress {
             ProgressState::Replicate => {
                 self.inflight.len() >= max_msgs || self.inflight_bytes >= max_bytes
             }
+            ProgressState::Snapshot => true,
         }
     }
 
     /// Records an append of entries through `last` carrying `bytes` of payload.
     pub fn sent(&mut self, last: LogIndex, bytes: usize, had_entries: bool) {
         match self.state {
-            ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Probe | ProgressState::Snapshot => self.probe_sent = true,
             ProgressState::Replicate => {
                 if had_entries {
                     self.next_index = last.next();
@@ -94,8 +105,10 @@ impl Progress {
             self.inflight.pop_front();
             self.inflight_bytes -= bytes;
         }
-        if self.state == ProgressState::Probe {
-            self.become_replicate();
+        match self.state {
+            ProgressState::Probe => self.become_replicate(),
+            ProgressState::Snapshot if self.match_index >= self.snap_index => self.become_probe(),
+            _ => {}
         }
         advanced
     }
@@ -105,6 +118,7 @@ impl Progress {
     /// probe next (from the follower's hint).
     pub fn on_reject(&mut self, rejected: LogIndex, next: LogIndex) -> bool {
         match self.state {
+            ProgressState::Snapshot => return false,
             ProgressState::Replicate => {
                 if rejected <= self.match_index {
                     return false; // an old append, answered late
@@ -119,6 +133,15 @@ impl Progress {
         self.become_probe();
         self.next_index = next.max(self.match_index.next());
         true
+    }
+
+    /// Starts sending snapshot `index` from its first byte.
+    pub fn become_snapshot(&mut self, index: LogIndex) {
+        self.state = ProgressState::Snapshot;
+        self.snap_index = index;
+        self.snap_offset = 0;
+        self.inflight.clear();
+        self.inflight_bytes = 0;
     }
 
     pub fn become_probe(&mut self) {

@@ -9,26 +9,24 @@
 //! only entries of its own term (Figure 8); apply never passes the local
 //! durable log.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use smallvec::SmallVec;
 
 use crate::error::ProposeError;
-use crate::message::{Message, MessageBody};
-use crate::types::{Entry, EntryKind, EntryVec, LogIndex, NodeId, PersistId, RequestId, Term};
+use crate::message::{ForwardResult, Message, MessageBody};
+use crate::types::{Entry, EntryKind, EntryVec, LogIndex, NodeId, PersistId, Term};
 
 use super::progress::ProgressState;
-use super::{quorum, Commands, Node, Output, PersistWrite, Role};
+use super::{quorum, Commands, Node, Output, PersistWrite, Requester, Role};
 
 impl Node {
-    pub(super) fn on_propose(&mut self, request: RequestId, commands: Commands) {
-        self.metrics.proposals_total += 1;
+    /// Leader: appends a client's commands.
+    pub(super) fn propose(&mut self, who: Requester, commands: Commands) {
         let bytes = match self.check_proposal(&commands) {
             Ok(bytes) => bytes,
-            Err(error) => {
-                self.metrics.proposals_failed += 1;
-                self.emit(Output::Rejected { request, error });
-                return;
-            }
+            Err(error) => return self.respond(who, ForwardResult::Rejected(error)),
         };
         self.uncommitted_bytes += bytes;
         let term = self.term;
@@ -40,7 +38,7 @@ impl Node {
         }
         let last = index.prev();
         self.pending_proposals.push_back((last, bytes));
-        self.emit(Output::Proposed { request, term, first, last });
+        self.respond(who, ForwardResult::Proposed { term, first, last });
         self.broadcast_append();
     }
 
@@ -52,16 +50,25 @@ impl Node {
                 None => ProposeError::NoLeader,
             });
         }
+        if let Some(t) = &self.transfer {
+            return Err(ProposeError::Transferring { target: t.target });
+        }
         if commands.is_empty() {
-            return Err(ProposeError::TooLarge("a proposal needs at least one command"));
+            return Err(ProposeError::TooLarge(Cow::Borrowed(
+                "a proposal needs at least one command",
+            )));
         }
         if commands.len() > self.cfg.propose_entries_max {
-            return Err(ProposeError::TooLarge("more commands than propose_entries_max"));
+            return Err(ProposeError::TooLarge(Cow::Borrowed(
+                "more commands than propose_entries_max",
+            )));
         }
         let bytes: usize =
             commands.iter().map(|c| c.len() + crate::types::ENTRY_OVERHEAD_BYTES).sum();
         if bytes > self.cfg.append_bytes_max {
-            return Err(ProposeError::TooLarge("proposal larger than append_bytes_max"));
+            return Err(ProposeError::TooLarge(Cow::Borrowed(
+                "proposal larger than append_bytes_max",
+            )));
         }
         let uncommitted = (self.log.last_index().0 - self.commit.0) as usize;
         if uncommitted + commands.len() > self.cfg.uncommitted_entries_max
@@ -80,7 +87,8 @@ impl Node {
     }
 
     /// Leader: appends to the log and queues the write.
-    fn append_local(&mut self, e: Entry) {
+    pub(super) fn append_local(&mut self, e: Entry) {
+        self.note_appended(&e);
         self.dur.write_entry(e.clone());
         self.log.push(e);
     }
@@ -114,7 +122,7 @@ impl Node {
             let prev_index = next.prev();
             let Some(prev_term) = self.log.term(prev_index) else {
                 // The follower needs entries we no longer hold: a snapshot.
-                return;
+                return self.start_snapshot_transfer(i);
             };
             let (entries, bytes) = if next <= last {
                 self.log.slice(next, last, self.cfg.append_entries_max, self.cfg.append_bytes_max)
@@ -140,23 +148,8 @@ impl Node {
         }
     }
 
-    pub(super) fn broadcast_heartbeat(&mut self) {
-        let me = self.cfg.id;
-        for i in 0..self.progress.len() {
-            let p = &self.progress[i];
-            let to = p.id;
-            let commit = self.commit.min(p.match_index);
-            self.send(Message {
-                from: me,
-                to,
-                term: self.term,
-                body: MessageBody::Heartbeat { commit },
-            });
-        }
-    }
-
     /// Follower: leader contact resets the election timer and fixes the leader.
-    fn follow(&mut self, from: NodeId) {
+    pub(super) fn follow(&mut self, from: NodeId) {
         if self.role != Role::Follower || self.leader != Some(from) {
             let term = self.term;
             self.become_follower(term, Some(from));
@@ -216,11 +209,13 @@ impl Node {
                             e.index
                         );
                         self.log.truncate_from(e.index);
+                        self.note_truncated(e.index);
                     }
                     None => {}
                 }
                 appending = true;
             }
+            self.note_appended(&e);
             self.dur.write_entry(e.clone());
             self.log.push(e);
         }
@@ -244,12 +239,14 @@ impl Node {
         }
     }
 
-    /// Highest index we may acknowledge: durable and matching the leader.
+    /// Highest index we may acknowledge: durable, and known to match the
+    /// leader (verified by its appends, or committed, hence in every
+    /// leader's log).
     fn ack_index(&self) -> LogIndex {
-        self.dur.stable_index().min(self.leader_match)
+        self.dur.stable_index().min(self.leader_match.max(self.commit))
     }
 
-    fn send_ack(&mut self, to: NodeId) {
+    pub(super) fn send_ack(&mut self, to: NodeId) {
         let index = self.ack_index();
         self.acked = self.acked.max(index);
         let me = self.cfg.id;
@@ -286,7 +283,12 @@ impl Node {
             if self.progress[i].on_ack(index) {
                 self.maybe_commit();
             }
+            // The commit may have removed us (and our followers) already.
+            let Some(i) = self.progress_index(from) else { return };
             self.send_append(i, false);
+            if self.transfer.as_ref().is_some_and(|t| t.target == from) {
+                self.maybe_send_timeout_now();
+            }
         } else {
             // Fast back-off: skip every entry of a term the follower cannot
             // match, using its hint (etcd's findConflictByTerm on both sides).
@@ -301,7 +303,7 @@ impl Node {
         }
     }
 
-    pub(super) fn on_heartbeat(&mut self, from: NodeId, commit: LogIndex) {
+    pub(super) fn on_heartbeat(&mut self, from: NodeId, commit: LogIndex, ctx: u64) {
         self.follow(from);
         let new_commit = commit.min(self.leader_match);
         if new_commit > self.commit {
@@ -313,14 +315,15 @@ impl Node {
             from: me,
             to: from,
             term: self.term,
-            body: MessageBody::HeartbeatResp { index },
+            body: MessageBody::HeartbeatResp { index, ctx },
         });
     }
 
-    pub(super) fn on_heartbeat_resp(&mut self, from: NodeId, _index: LogIndex) {
+    pub(super) fn on_heartbeat_resp(&mut self, from: NodeId, _index: LogIndex, ctx: u64) {
         if self.role != Role::Leader {
             return;
         }
+        self.on_read_ack(from, ctx);
         let Some(i) = self.progress_index(from) else { return };
         let p = &mut self.progress[i];
         p.recent_active = true;
@@ -332,7 +335,7 @@ impl Node {
         }
     }
 
-    fn progress_index(&self, id: NodeId) -> Option<usize> {
+    pub(super) fn progress_index(&self, id: NodeId) -> Option<usize> {
         self.progress.binary_search_by_key(&id, |p| p.id).ok()
     }
 
@@ -353,6 +356,7 @@ impl Node {
         if candidate <= self.commit || self.log.term(candidate) != Some(self.term) {
             return;
         }
+        let old_commit = self.commit;
         self.commit = candidate;
         while let Some(&(last, bytes)) = self.pending_proposals.front() {
             if last > candidate {
@@ -369,6 +373,11 @@ impl Node {
                 self.send_commit(i);
             }
         }
+        if old_commit < self.term_start && self.term_start <= candidate {
+            // This term's no-op committed: reads and changes may proceed.
+            self.maybe_start_read_round();
+        }
+        self.on_config_committed(old_commit);
     }
 
     /// An empty append anchored at the follower's match (always accepted),
@@ -399,6 +408,7 @@ impl Node {
         for m in released {
             self.out.push(Output::Send(m));
         }
+        self.snapshot_persisted(through);
         match self.role {
             Role::Leader => self.maybe_commit(),
             Role::Candidate => self.check_vote_result(),
@@ -419,8 +429,9 @@ impl Node {
             self.metrics.persists += 1;
             self.out.push(Output::Persist(PersistWrite {
                 id: b.id,
-                hard_state: b.hard_state,
+                snapshot: b.snapshot,
                 entries: b.entries,
+                hard_state: b.hard_state,
             }));
         }
     }

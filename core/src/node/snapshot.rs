@@ -1,0 +1,294 @@
+//! Snapshots: the dynamic compaction policy, sending snapshots to followers
+//! in chunks, and installing one received from the leader.
+//!
+//! Owns when to snapshot (the seed's dynamic threshold: snapshot once the
+//! in-memory log holds more than the threshold; keep
+//! `snapshot_min_retention_entries` after the snapshot point; next threshold
+//! = max(initial, 1.5 × entries kept)), the leader's chunked transfer with a
+//! per-chunk timeout, and the follower's install. Invariants: memory is
+//! compacted only after the snapshot covering it is durable; a snapshot
+//! older than what a follower already holds is never installed (Figure 13
+//! rule 6); a received snapshot replaces the log only when it does not match
+//! (same index and term keeps the suffix); the state machine restores only
+//! from a durable snapshot; a crash between any two writes leaves storage
+//! with either the old or the new snapshot, each consistent with its log.
+
+use bytes::Bytes;
+
+use crate::message::{Message, MessageBody};
+use crate::types::{LogIndex, NodeId, PersistId, SnapshotMeta};
+
+use super::progress::ProgressState;
+use super::{Node, Output, SnapshotWrite};
+
+/// A snapshot being received: the next offset expected.
+#[derive(Debug)]
+struct Install {
+    meta: SnapshotMeta,
+    next_offset: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct SnapState {
+    /// The latest durable snapshot.
+    pub meta: SnapshotMeta,
+    /// Current dynamic threshold, in log entries.
+    threshold: usize,
+    /// When `TakeSnapshot` was last emitted (not yet answered).
+    requested_at: Option<u64>,
+    /// A local snapshot written, waiting to be durable: (write, meta, compact through).
+    taking: Option<(PersistId, SnapshotMeta, LogIndex)>,
+    /// A snapshot being received from the leader.
+    install: Option<Install>,
+    /// A received snapshot complete and written, waiting to be durable.
+    install_write: Option<(PersistId, SnapshotMeta)>,
+}
+
+impl SnapState {
+    pub fn new(meta: SnapshotMeta, threshold: usize) -> Self {
+        SnapState {
+            meta,
+            threshold,
+            requested_at: None,
+            taking: None,
+            install: None,
+            install_write: None,
+        }
+    }
+}
+
+impl Node {
+    /// Asks the application for a snapshot when the log outgrew the threshold.
+    pub(super) fn maybe_snapshot(&mut self) {
+        let s = &self.snap;
+        let retry = u64::from(self.cfg.snapshot_chunk_timeout_ticks);
+        if self.log.len() <= s.threshold
+            || self.applied <= s.meta.index
+            || s.taking.is_some()
+            || s.install_write.is_some()
+            || s.requested_at.is_some_and(|t| self.now < t + retry)
+        {
+            return;
+        }
+        self.snap.requested_at = Some(self.now);
+        self.emit(Output::TakeSnapshot { index: self.applied });
+    }
+
+    pub(super) fn on_snapshot_taken(&mut self, index: LogIndex) {
+        self.snap.requested_at = None;
+        let Some(term) = self.log.term(index) else { return };
+        if self.snap.taking.is_some() || index <= self.snap.meta.index || index > self.apply_sent {
+            return;
+        }
+        let meta = SnapshotMeta { index, term, membership: self.conf.at(index) };
+        let retention = self.cfg.snapshot_min_retention_entries as u64;
+        let compact = LogIndex(index.0.saturating_sub(retention)).max(self.log.snapshot_index());
+        let id = self
+            .dur
+            .write_snapshot(SnapshotWrite::Taken { meta: meta.clone(), compact_through: compact });
+        self.snap.taking = Some((id, meta, compact));
+    }
+
+    /// Bookkeeping once writes through `through` are durable.
+    pub(super) fn snapshot_persisted(&mut self, through: PersistId) {
+        if self.snap.taking.as_ref().is_some_and(|(id, _, _)| *id <= through) {
+            let (_, meta, compact) = self.snap.taking.take().expect("checked above");
+            if meta.index > self.snap.meta.index {
+                self.snap.meta = meta;
+            }
+            // An install may have replaced the log meanwhile: compact only
+            // what is still ours.
+            if compact > self.log.snapshot_index() && self.log.term(compact).is_some() {
+                self.log.compact(compact);
+                self.conf.compact(compact);
+            }
+            self.metrics.snapshots_taken += 1;
+            let kept = self.log.len();
+            self.snap.threshold = self.cfg.snapshot_threshold_entries.max(kept + kept / 2);
+        }
+        if self.snap.install_write.as_ref().is_some_and(|(id, _)| *id <= through) {
+            let (_, meta) = self.snap.install_write.take().expect("checked above");
+            self.metrics.snapshots_installed += 1;
+            if meta.index > self.apply_sent {
+                self.apply_sent = meta.index;
+                self.emit(Output::RestoreSnapshot { meta: meta.clone() });
+            }
+            if meta.index > self.snap.meta.index {
+                self.snap.meta = meta;
+            }
+        }
+    }
+
+    // ----- leader side -----
+
+    /// Leader: follower `i` needs entries we compacted: send the snapshot.
+    pub(super) fn start_snapshot_transfer(&mut self, i: usize) {
+        let index = self.snap.meta.index;
+        self.progress[i].become_snapshot(index);
+        self.request_chunk(i);
+    }
+
+    fn request_chunk(&mut self, i: usize) {
+        let now = self.now;
+        let p = &mut self.progress[i];
+        p.snap_sent_at = now;
+        let (to, index, offset) = (p.id, p.snap_index, p.snap_offset);
+        let max_bytes = self.cfg.snapshot_chunk_bytes;
+        self.emit(Output::ReadSnapshotChunk { to, index, offset, max_bytes });
+    }
+
+    pub(super) fn on_snapshot_chunk(
+        &mut self,
+        to: NodeId,
+        index: LogIndex,
+        offset: u64,
+        data: Bytes,
+        done: bool,
+    ) {
+        let Some(i) = self.progress_index(to) else { return };
+        let p = &self.progress[i];
+        if p.state != ProgressState::Snapshot || p.snap_offset != offset || p.snap_index != index {
+            return; // an answer to an older request
+        }
+        if index != self.snap.meta.index {
+            // A newer snapshot replaced the one being sent: start over.
+            return self.start_snapshot_transfer(i);
+        }
+        self.progress[i].snap_sent_at = self.now;
+        let meta = self.snap.meta.clone();
+        let me = self.cfg.id;
+        self.send(Message {
+            from: me,
+            to,
+            term: self.term,
+            body: MessageBody::InstallSnapshot { meta, offset, data, done },
+        });
+    }
+
+    pub(super) fn on_install_snapshot_resp(
+        &mut self,
+        from: NodeId,
+        index: LogIndex,
+        next_offset: u64,
+        done: bool,
+    ) {
+        let Some(i) = self.progress_index(from) else { return };
+        self.progress[i].recent_active = true;
+        if done {
+            // The follower holds (durably) the state through `index`.
+            if index <= self.log.last_index() && self.progress[i].on_ack(index) {
+                self.maybe_commit();
+            }
+            if self.progress[i].state == ProgressState::Snapshot
+                && self.progress[i].match_index >= self.progress[i].snap_index
+            {
+                self.metrics.snapshots_sent += 1;
+                self.progress[i].become_probe();
+            }
+            self.send_append(i, false);
+            return;
+        }
+        let p = &mut self.progress[i];
+        if p.state == ProgressState::Snapshot
+            && p.snap_index == index
+            && next_offset != p.snap_offset
+        {
+            p.snap_offset = next_offset;
+            self.request_chunk(i);
+        }
+    }
+
+    /// Leader tick: resend chunks whose answer is overdue.
+    pub(super) fn retry_snapshot_chunks(&mut self) {
+        let timeout = u64::from(self.cfg.snapshot_chunk_timeout_ticks);
+        for i in 0..self.progress.len() {
+            let p = &self.progress[i];
+            if p.state == ProgressState::Snapshot && self.now >= p.snap_sent_at + timeout {
+                self.request_chunk(i);
+            }
+        }
+    }
+
+    /// The earliest tick at which a chunk will be retried.
+    pub(super) fn next_chunk_deadline(&self) -> Option<u64> {
+        let timeout = u64::from(self.cfg.snapshot_chunk_timeout_ticks);
+        self.progress
+            .iter()
+            .filter(|p| p.state == ProgressState::Snapshot)
+            .map(|p| p.snap_sent_at + timeout)
+            .min()
+    }
+
+    // ----- follower side -----
+
+    pub(super) fn on_install_snapshot(
+        &mut self,
+        from: NodeId,
+        meta: SnapshotMeta,
+        offset: u64,
+        data: Bytes,
+        done: bool,
+    ) {
+        self.follow(from);
+        let me = self.cfg.id;
+        let term = self.term;
+        let stale = meta.index <= self.commit.max(self.snap.meta.index);
+        if stale || self.snap.install_write.is_some() {
+            // We already hold this state (Figure 13 rule 6): answer like an
+            // append so the leader learns how far we are.
+            return self.send_ack(from);
+        }
+        if offset == 0 {
+            self.snap.install = Some(Install { meta: meta.clone(), next_offset: 0 });
+        }
+        let expected = match &self.snap.install {
+            Some(inst) if inst.meta == meta => inst.next_offset,
+            _ => 0,
+        };
+        if offset != expected {
+            let body = MessageBody::InstallSnapshotResp {
+                index: meta.index,
+                next_offset: expected,
+                done: false,
+            };
+            return self.send(Message { from: me, to: from, term, body });
+        }
+        let next_offset = offset + data.len() as u64;
+        if let Some(inst) = &mut self.snap.install {
+            inst.next_offset = next_offset;
+        }
+        let id = self.dur.write_snapshot(SnapshotWrite::Chunk {
+            meta: meta.clone(),
+            offset,
+            data,
+            done,
+        });
+        if done {
+            self.snap.install = None;
+            self.install_in_memory(&meta);
+            self.snap.install_write = Some((id, meta.clone()));
+        }
+        let body = MessageBody::InstallSnapshotResp { index: meta.index, next_offset, done };
+        self.send_after(id, Message { from: me, to: from, term, body });
+    }
+
+    /// Makes the log and membership agree with a snapshot being installed.
+    /// Done when the final chunk is written, so that every later write
+    /// follows the install in storage as in memory.
+    fn install_in_memory(&mut self, meta: &SnapshotMeta) {
+        if self.log.term(meta.index) == Some(meta.term) {
+            // Figure 13 rule 6: the log matches at the snapshot point; keep
+            // the suffix.
+            self.log.compact(meta.index);
+            self.conf.compact(meta.index);
+        } else {
+            let safe = self.commit.min(self.dur.stable_index());
+            self.log.reset(meta.index, meta.term);
+            self.conf.reset(meta.index, meta.membership.clone());
+            self.dur.install_reset(meta.index, safe);
+        }
+        self.membership_changed();
+        self.commit = self.commit.max(meta.index);
+        self.leader_match = self.leader_match.max(meta.index);
+    }
+}
