@@ -27,7 +27,7 @@
 //!   [`Input::TransferLeadership`]: requests; on a follower they are
 //!   forwarded to the leader (when `Config::forward_requests`).
 //! * [`Input::SnapshotTaken`]: the application answered
-//!   [`Output::TakeSnapshot`]: its state at `index` is staged in storage.
+//!   [`Output::TakeSnapshot`]: its state at `index` is durable in storage.
 //! * [`Input::SnapshotChunk`]: bytes of the latest durable snapshot that an
 //!   [`Output::ReadSnapshotChunk`] asked for.
 //!
@@ -51,8 +51,8 @@
 //! * [`Output::Completed`]: a request without a log index finished (a
 //!   leadership transfer handed off).
 //! * [`Output::TakeSnapshot`]: the runtime SHOULD have the state machine
-//!   write its state at its applied index (at least `index`) to a staged
-//!   snapshot and answer `Input::SnapshotTaken`.
+//!   write its state as of `meta.index` (everything handed out in `Apply`
+//!   so far) to a durable snapshot and answer `Input::SnapshotTaken`.
 //! * [`Output::ReadSnapshotChunk`]: read bytes of the latest durable snapshot
 //!   and answer `Input::SnapshotChunk`.
 //! * [`Output::RestoreSnapshot`]: the state machine MUST replace its state by
@@ -143,17 +143,20 @@ pub enum Input {
         /// The voter to take over.
         target: NodeId,
     },
-    /// The state machine's state at `index` is staged as a snapshot.
+    /// The snapshot asked for by `Output::TakeSnapshot` is durable in
+    /// storage (or could not be taken: `ok == false`).
     SnapshotTaken {
-        /// The applied index the snapshot stands for.
+        /// The snapshot's index.
         index: LogIndex,
+        /// Whether it was written.
+        ok: bool,
     },
     /// Bytes of the latest durable snapshot, for sending to `to`.
     SnapshotChunk {
         /// The follower the chunk is for.
         to: NodeId,
-        /// Index of the snapshot the bytes come from.
-        index: LogIndex,
+        /// The snapshot the bytes come from.
+        meta: SnapshotMeta,
         /// Byte offset of `data`.
         offset: u64,
         /// The bytes (at most the requested length).
@@ -206,17 +209,21 @@ pub enum Output {
         /// The request's tag.
         request: RequestId,
     },
-    /// Stage a snapshot of the state machine at its applied index (at least
-    /// `index`), then answer `Input::SnapshotTaken`.
+    /// Write a snapshot of the state machine as of `meta.index`, which is
+    /// the last entry handed out in `Output::Apply` so far (take it after
+    /// applying those, before any later ones), make it durable under `meta`,
+    /// then answer `Input::SnapshotTaken`.
     TakeSnapshot {
-        /// The lowest acceptable index.
-        index: LogIndex,
+        /// What the snapshot stands for.
+        meta: SnapshotMeta,
     },
-    /// Read snapshot bytes for a follower; answer `Input::SnapshotChunk`.
+    /// Read bytes of the latest durable snapshot for a follower; answer
+    /// `Input::SnapshotChunk`. If the latest snapshot is not `index` (and
+    /// `index` is not zero), answer from the latest one at offset 0.
     ReadSnapshotChunk {
         /// The follower.
         to: NodeId,
-        /// The snapshot the transfer is about.
+        /// The snapshot the transfer is about (zero: the latest).
         index: LogIndex,
         /// Byte offset to read from.
         offset: u64,
@@ -257,9 +264,8 @@ pub struct PersistWrite {
 /// The snapshot part of a [`PersistWrite`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SnapshotWrite {
-    /// Make the snapshot staged for `Input::SnapshotTaken` durable under
-    /// `meta` (temp file, fsync, rename, fsync the directory; then remove
-    /// older snapshots), then drop stored entries up to `compact_through`.
+    /// The snapshot `meta` (reported by `Input::SnapshotTaken`) is durable:
+    /// drop stored entries up to `compact_through`.
     Taken {
         /// What the snapshot stands for.
         meta: SnapshotMeta,
@@ -582,9 +588,9 @@ impl Node {
             }
             Input::Persisted { through } => self.on_persisted(through),
             Input::Applied { index } => self.on_applied(index),
-            Input::SnapshotTaken { index } => self.on_snapshot_taken(index),
-            Input::SnapshotChunk { to, index, offset, data, done } => {
-                self.on_snapshot_chunk(to, index, offset, data, done)
+            Input::SnapshotTaken { index, ok } => self.on_snapshot_taken(index, ok),
+            Input::SnapshotChunk { to, meta, offset, data, done } => {
+                self.on_snapshot_chunk(to, meta, offset, data, done)
             }
         }
         self.flush_write();

@@ -34,8 +34,8 @@ pub(crate) struct SnapState {
     pub meta: SnapshotMeta,
     /// Current dynamic threshold, in log entries.
     threshold: usize,
-    /// When `TakeSnapshot` was last emitted (not yet answered).
-    requested_at: Option<u64>,
+    /// When and for what `TakeSnapshot` was last emitted (not yet answered).
+    requested: Option<(u64, SnapshotMeta)>,
     /// A local snapshot written, waiting to be durable: (write, meta, compact through).
     taking: Option<(PersistId, SnapshotMeta, LogIndex)>,
     /// A snapshot being received from the leader.
@@ -49,7 +49,7 @@ impl SnapState {
         SnapState {
             meta,
             threshold,
-            requested_at: None,
+            requested: None,
             taking: None,
             install: None,
             install_write: None,
@@ -63,24 +63,29 @@ impl Node {
         let s = &self.snap;
         let retry = u64::from(self.cfg.snapshot_chunk_timeout_ticks);
         if self.log.len() <= s.threshold
-            || self.applied <= s.meta.index
+            || self.apply_sent <= s.meta.index
             || s.taking.is_some()
             || s.install_write.is_some()
-            || s.requested_at.is_some_and(|t| self.now < t + retry)
+            || s.requested.as_ref().is_some_and(|(t, _)| self.now < t + retry)
         {
             return;
         }
-        self.snap.requested_at = Some(self.now);
-        self.emit(Output::TakeSnapshot { index: self.applied });
+        let index = self.apply_sent;
+        let Some(term) = self.log.term(index) else { return };
+        let meta = SnapshotMeta { index, term, membership: self.conf.at(index) };
+        self.snap.requested = Some((self.now, meta.clone()));
+        self.emit(Output::TakeSnapshot { meta });
     }
 
-    pub(super) fn on_snapshot_taken(&mut self, index: LogIndex) {
-        self.snap.requested_at = None;
-        let Some(term) = self.log.term(index) else { return };
-        if self.snap.taking.is_some() || index <= self.snap.meta.index || index > self.apply_sent {
+    /// The application's snapshot at `index` is durable: compact up to the
+    /// retention point (in storage now, in memory once that is durable).
+    pub(super) fn on_snapshot_taken(&mut self, index: LogIndex, ok: bool) {
+        let Some((_, meta)) = self.snap.requested.take_if(|(_, m)| m.index == index) else {
+            return;
+        };
+        if !ok || self.snap.taking.is_some() || index <= self.snap.meta.index {
             return;
         }
-        let meta = SnapshotMeta { index, term, membership: self.conf.at(index) };
         let retention = self.cfg.snapshot_min_retention_entries as u64;
         let compact = LogIndex(index.0.saturating_sub(retention)).max(self.log.snapshot_index());
         let id = self
@@ -121,10 +126,10 @@ impl Node {
 
     // ----- leader side -----
 
-    /// Leader: follower `i` needs entries we compacted: send the snapshot.
+    /// Leader: follower `i` needs entries we compacted: send the latest
+    /// snapshot (its index is learned from the first chunk).
     pub(super) fn start_snapshot_transfer(&mut self, i: usize) {
-        let index = self.snap.meta.index;
-        self.progress[i].become_snapshot(index);
+        self.progress[i].become_snapshot(LogIndex::ZERO);
         self.request_chunk(i);
     }
 
@@ -140,22 +145,28 @@ impl Node {
     pub(super) fn on_snapshot_chunk(
         &mut self,
         to: NodeId,
-        index: LogIndex,
+        meta: SnapshotMeta,
         offset: u64,
         data: Bytes,
         done: bool,
     ) {
         let Some(i) = self.progress_index(to) else { return };
-        let p = &self.progress[i];
-        if p.state != ProgressState::Snapshot || p.snap_offset != offset || p.snap_index != index {
+        let p = &mut self.progress[i];
+        if p.state != ProgressState::Snapshot {
             return; // an answer to an older request
         }
-        if index != self.snap.meta.index {
-            // A newer snapshot replaced the one being sent: start over.
-            return self.start_snapshot_transfer(i);
+        if meta.index != p.snap_index {
+            if offset != 0 || meta.index < self.log.snapshot_index() {
+                return;
+            }
+            // The first chunk, or a newer snapshot replaced the one being
+            // sent: (re)start from its first byte.
+            p.snap_index = meta.index;
+            p.snap_offset = 0;
+        } else if offset != p.snap_offset {
+            return;
         }
-        self.progress[i].snap_sent_at = self.now;
-        let meta = self.snap.meta.clone();
+        p.snap_sent_at = self.now;
         let me = self.cfg.id;
         self.send(Message {
             from: me,
