@@ -5,7 +5,7 @@
 //! snapshot metadata. Invariants: an `Entry`'s `index` and `term` never change
 //! once created; `LogIndex(0)` / `Term(0)` mean "before the first entry".
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use bytes::Bytes;
@@ -144,12 +144,21 @@ pub struct Membership {
     pub voters: BTreeSet<NodeId>,
     /// Members that receive the log but never vote or count.
     pub learners: BTreeSet<NodeId>,
+    /// How runtimes reach each member (opaque to the core; may be empty in
+    /// tests and simulations).
+    pub addrs: BTreeMap<NodeId, String>,
 }
 
 impl Membership {
-    /// A configuration of voters only.
+    /// A configuration of voters only, without addresses.
     pub fn with_voters(voters: impl IntoIterator<Item = NodeId>) -> Self {
-        Membership { voters: voters.into_iter().collect(), learners: BTreeSet::new() }
+        Membership { voters: voters.into_iter().collect(), ..Membership::default() }
+    }
+
+    /// A configuration of voters with their addresses.
+    pub fn with_addrs(voters: impl IntoIterator<Item = (NodeId, String)>) -> Self {
+        let addrs: BTreeMap<NodeId, String> = voters.into_iter().collect();
+        Membership { voters: addrs.keys().copied().collect(), learners: BTreeSet::new(), addrs }
     }
 
     /// Whether `id` is a voter or a learner.
@@ -188,12 +197,22 @@ pub struct SnapshotMeta {
 
 /// One single-server membership change (thesis §4.1): at most one is in
 /// flight at a time.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum MembershipChange {
-    /// Add a voting member.
-    AddVoter(NodeId),
+    /// Add a voting member reachable at `addr`.
+    AddVoter {
+        /// The new member.
+        id: NodeId,
+        /// Its peer address (opaque to the core).
+        addr: String,
+    },
     /// Add a non-voting learner that receives the log.
-    AddLearner(NodeId),
+    AddLearner {
+        /// The new member.
+        id: NodeId,
+        /// Its peer address (opaque to the core).
+        addr: String,
+    },
     /// Make a learner a voter (refused while it lags too far behind).
     Promote(NodeId),
     /// Remove a voter or a learner.
@@ -202,21 +221,23 @@ pub enum MembershipChange {
 
 impl Membership {
     /// The membership after `change`, or why the change is not valid here.
-    pub fn apply(&self, change: MembershipChange) -> Result<Membership, &'static str> {
+    pub fn apply(&self, change: &MembershipChange) -> Result<Membership, &'static str> {
         let mut next = self.clone();
-        match change {
-            MembershipChange::AddVoter(id) => {
+        match *change {
+            MembershipChange::AddVoter { id, ref addr } => {
                 if self.voters.contains(&id) {
                     return Err("already a voter");
                 }
                 next.learners.remove(&id);
                 next.voters.insert(id);
+                next.addrs.insert(id, addr.clone());
             }
-            MembershipChange::AddLearner(id) => {
+            MembershipChange::AddLearner { id, ref addr } => {
                 if self.contains(id) {
                     return Err("already a member");
                 }
                 next.learners.insert(id);
+                next.addrs.insert(id, addr.clone());
             }
             MembershipChange::Promote(id) => {
                 if !self.learners.contains(&id) {
@@ -231,6 +252,7 @@ impl Membership {
                 }
                 next.voters.remove(&id);
                 next.learners.remove(&id);
+                next.addrs.remove(&id);
                 if next.voters.is_empty() {
                     return Err("cannot remove the last voter");
                 }

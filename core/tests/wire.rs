@@ -36,8 +36,8 @@ fn arb_meta() -> impl Strategy<Value = SnapshotMeta> {
 
 fn arb_change() -> impl Strategy<Value = MembershipChange> {
     (0u8..4, any::<u64>()).prop_map(|(k, id)| match k {
-        0 => MembershipChange::AddVoter(NodeId(id)),
-        1 => MembershipChange::AddLearner(NodeId(id)),
+        0 => MembershipChange::AddVoter { id: NodeId(id), addr: format!("h{id}:7001") },
+        1 => MembershipChange::AddLearner { id: NodeId(id), addr: String::new() },
         2 => MembershipChange::Promote(NodeId(id)),
         _ => MembershipChange::Remove(NodeId(id)),
     })

@@ -139,7 +139,7 @@ impl Node {
 
     /// Leader: proposes a membership change.
     pub(super) fn change_membership(&mut self, who: Requester, change: MembershipChange) {
-        match self.check_change(change) {
+        match self.check_change(&change) {
             Ok(next) => {
                 let index = self.log.last_index().next();
                 let term = self.term;
@@ -152,12 +152,12 @@ impl Node {
         }
     }
 
-    fn check_change(&self, change: MembershipChange) -> Result<Membership, ProposeError> {
+    fn check_change(&self, change: &MembershipChange) -> Result<Membership, ProposeError> {
         // One change at a time, and only once this term's no-op committed.
         if self.conf.latest_index() > self.commit || self.commit < self.term_start {
             return Err(ProposeError::ConfigInFlight);
         }
-        if let MembershipChange::Promote(id) = change {
+        if let MembershipChange::Promote(id) = *change {
             let lag_ok = self.progress.iter().find(|p| p.id == id).is_some_and(|p| {
                 p.match_index.0 + self.cfg.promote_lag_entries_max >= self.log.last_index().0
             });
@@ -221,13 +221,18 @@ mod tests {
     #[test]
     fn change_rules() {
         let base = m(&[1, 2, 3]);
-        assert!(base.apply(MembershipChange::AddVoter(NodeId(2))).is_err());
-        assert!(base.apply(MembershipChange::Promote(NodeId(4))).is_err());
-        let with_learner = base.apply(MembershipChange::AddLearner(NodeId(4))).expect("valid");
+        let add = |id| MembershipChange::AddVoter { id: NodeId(id), addr: String::new() };
+        assert!(base.apply(&add(2)).is_err());
+        assert!(base.apply(&MembershipChange::Promote(NodeId(4))).is_err());
+        let learner = MembershipChange::AddLearner { id: NodeId(4), addr: "h:4".into() };
+        let with_learner = base.apply(&learner).expect("valid");
         assert!(with_learner.learners.contains(&NodeId(4)));
-        let promoted = with_learner.apply(MembershipChange::Promote(NodeId(4))).expect("valid");
+        assert_eq!(with_learner.addrs.get(&NodeId(4)).map(String::as_str), Some("h:4"));
+        let promoted = with_learner.apply(&MembershipChange::Promote(NodeId(4))).expect("valid");
         assert!(promoted.voters.contains(&NodeId(4)) && promoted.learners.is_empty());
-        assert!(m(&[1]).apply(MembershipChange::Remove(NodeId(1))).is_err());
-        assert!(base.apply(MembershipChange::Remove(NodeId(9))).is_err());
+        let removed = promoted.apply(&MembershipChange::Remove(NodeId(4))).expect("valid");
+        assert!(!removed.contains(NodeId(4)) && removed.addrs.is_empty());
+        assert!(m(&[1]).apply(&MembershipChange::Remove(NodeId(1))).is_err());
+        assert!(base.apply(&MembershipChange::Remove(NodeId(9))).is_err());
     }
 }

@@ -317,7 +317,12 @@ impl RestartState {
     /// `Config` entry at index 1, term 1, naming the voters, committed.
     /// A runtime MUST make it durable before starting the node.
     pub fn bootstrap(voters: impl IntoIterator<Item = NodeId>) -> Self {
-        let membership = Membership::with_voters(voters);
+        Self::bootstrap_with(Membership::with_voters(voters))
+    }
+
+    /// Like [`RestartState::bootstrap`], with a full membership (addresses,
+    /// learners).
+    pub fn bootstrap_with(membership: Membership) -> Self {
         RestartState {
             hard_state: HardState { term: Term(1), vote: None, commit: LogIndex(1) },
             snapshot: None,
