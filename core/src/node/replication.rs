@@ -330,9 +330,38 @@ impl Node {
         p.probe_sent = false;
         // A lost append leaves the follower behind with nothing new to send:
         // an empty append (rejected if there is a gap) recovers it.
-        if p.match_index < self.log.last_index() {
+        let full = p.state == ProgressState::Replicate
+            && p.paused(self.cfg.inflight_appends_max, self.cfg.inflight_bytes_max);
+        if full {
+            // Every append in the window may have been lost, and no answer
+            // will ever free it: probe at the optimistic next index anyway,
+            // outside the window. A follower with a gap rejects it, which
+            // sends this progress back to probing (etcd does the same).
+            self.send_empty_append_at_next(i);
+        } else if p.match_index < self.log.last_index() {
             self.send_append(i, true);
         }
+    }
+
+    /// An empty append at follower `i`'s next index, ignoring flow control.
+    fn send_empty_append_at_next(&mut self, i: usize) {
+        let p = &self.progress[i];
+        let prev_index = p.next_index.prev();
+        let Some(prev_term) = self.log.term(prev_index) else { return };
+        let to = p.id;
+        let me = self.cfg.id;
+        self.metrics.appends_sent += 1;
+        self.send(Message {
+            from: me,
+            to,
+            term: self.term,
+            body: MessageBody::Append {
+                prev_index,
+                prev_term,
+                commit: self.commit,
+                entries: EntryVec::new(),
+            },
+        });
     }
 
     pub(super) fn progress_index(&self, id: NodeId) -> Option<usize> {
