@@ -82,7 +82,8 @@ pub enum SnapshotError {
         /// The bound in force.
         max: u64,
     },
-    /// Records are out of order or duplicated (not the canonical encoding).
+    /// Records are out of order or duplicated (not the canonical encoding),
+    /// or two sessions claim the same activity index.
     #[error("snapshot {0} out of order")]
     Unordered(&'static str),
     /// A session response does not decode.
@@ -278,6 +279,7 @@ pub(crate) fn decode(input: &mut dyn Read, item_bytes_max: u64) -> Result<Decode
     let (applied, session_count, entry_count) = (u64_at(5), u64_at(13), u64_at(21));
 
     let mut sessions = BTreeMap::new();
+    let mut activity = std::collections::BTreeSet::new();
     for _ in 0..session_count {
         let client = r.u64()?;
         let (last_seq, last_index) = (r.u64()?, r.u64()?);
@@ -286,6 +288,11 @@ pub(crate) fn decode(input: &mut dyn Read, item_bytes_max: u64) -> Result<Decode
         let response: KvResponse = postcard::from_bytes(&bytes)?;
         if sessions.last_key_value().is_some_and(|(&c, _)| c >= client) {
             return Err(SnapshotError::Unordered("sessions"));
+        }
+        // Activity indices are log indices of distinct commands: the
+        // eviction order relies on their being distinct.
+        if !activity.insert(last_index) {
+            return Err(SnapshotError::Unordered("session activity"));
         }
         sessions.insert(client, Session { last_seq, last_index, response });
     }

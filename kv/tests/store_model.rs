@@ -288,3 +288,34 @@ fn foreign_and_versioned_snapshots_are_refused() {
     let err = store.restore(&mut &b"not a snapshot at all, no"[..]).expect_err("foreign");
     assert!(err.to_string().contains("magic"), "{err}");
 }
+
+#[test]
+fn many_sessions_and_keys_stream_across_refills() {
+    let mut store = KvStore::default();
+    let mut index = 0;
+    for _ in 0..1000 {
+        index += 1;
+        tagged(&mut store, index, KvCommand::OpenSession, None);
+    }
+    for client in (1..=1000).step_by(3) {
+        index += 1;
+        let cmd = set(&format!("key{client:05}"), &"v".repeat(client as usize % 50));
+        tagged(&mut store, index, cmd, Some(SessionTag { client, seq: 1 }));
+    }
+    let bytes = snapshot_bytes(&store);
+    assert!(bytes.len() > 2 * 16 * 1024, "spans several refills: {} bytes", bytes.len());
+    assert_eq!(read_in_chunks(store.snapshot(), 7), bytes);
+    let mut back = restored(&bytes);
+    back.check_invariants();
+    assert_eq!(back.sessions_len(), 1000);
+    assert!(back.iter().eq(store.iter()));
+    assert_eq!(snapshot_bytes(&back), bytes);
+    // A retried write is still recognised after the restore.
+    index += 1;
+    let retry = set("key00004", "changed");
+    assert_eq!(
+        tagged(&mut back, index, retry, Some(SessionTag { client: 4, seq: 1 })),
+        KvResponse::Ok
+    );
+    assert_eq!(back.get(b"key00004"), store.get(b"key00004"));
+}
