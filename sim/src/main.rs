@@ -1,0 +1,237 @@
+//! The seed runner: `xraft-sim --seeds N [--start S] [--nodes K] [--jobs J]
+//! [--quiet]` runs seeds `S..S+N`; `xraft-sim --seed S` replays one seed with
+//! its full trace. Prints each failing seed with its violation and a trace
+//! tail, then a summary with seeds/s, the ratio of simulated to wall time and
+//! coverage counters. Exits non-zero on any failure.
+// The runner is the one impure part of the simulator: it reads the wall
+// clock to report speed and may use threads to run seeds in parallel. Each
+// seed still runs deterministically on one thread.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use xraft_sim::{Failure, SeedOptions, SeedRun, Stats, Violation};
+
+const USAGE: &str = "usage: xraft-sim [--seeds N] [--start S] [--seed S] [--nodes K] [--jobs J] \
+                     [--tail LINES] [--quiet]";
+
+struct Args {
+    seeds: u64,
+    start: u64,
+    one: Option<u64>,
+    nodes: Option<usize>,
+    jobs: usize,
+    tail: usize,
+    quiet: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a =
+        Args { seeds: 100, start: 0, one: None, nodes: None, jobs: 1, tail: 60, quiet: false };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut num = |name: &str| -> Result<u64, String> {
+            let v = it.next().ok_or(format!("{name} needs a value"))?;
+            v.parse::<u64>().map_err(|e| format!("{name} {v}: {e}"))
+        };
+        match flag.as_str() {
+            "--seeds" => a.seeds = num("--seeds")?,
+            "--start" => a.start = num("--start")?,
+            "--seed" => a.one = Some(num("--seed")?),
+            "--nodes" => {
+                let k = num("--nodes")? as usize;
+                if !(1..=16).contains(&k) {
+                    return Err("--nodes must be 1..=16".into());
+                }
+                a.nodes = Some(k);
+            }
+            "--jobs" => a.jobs = (num("--jobs")? as usize).max(1),
+            "--tail" => a.tail = num("--tail")? as usize,
+            "--quiet" => a.quiet = true,
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other}\n{USAGE}")),
+        }
+    }
+    Ok(a)
+}
+
+/// What one seed produced.
+struct Outcome {
+    seed: u64,
+    nodes: usize,
+    result: Result<(), Failure>,
+    stats: Stats,
+    hash: u64,
+    tail: String,
+    params: String,
+}
+
+fn run_one(seed: u64, opts: &SeedOptions, tail: usize) -> (Outcome, SeedRun) {
+    let mut run = SeedRun::new(seed, opts);
+    let result = match catch_unwind(AssertUnwindSafe(|| run.run())) {
+        Ok(r) => r,
+        Err(p) => {
+            let message = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "non-string panic".into());
+            Err(Failure { time_us: run.cluster.now_us(), violation: Violation::Panic { message } })
+        }
+    };
+    let failed = result.is_err();
+    let out = Outcome {
+        seed,
+        nodes: run.params.nodes,
+        stats: *run.cluster.stats(),
+        hash: run.cluster.trace().hash(),
+        tail: if failed { run.cluster.trace().tail_string(tail) } else { String::new() },
+        params: if failed { format!("{:#?}", run.params) } else { String::new() },
+        result,
+    };
+    (out, run)
+}
+
+fn print_failure(o: &Outcome, f: &Failure) {
+    println!(
+        "FAIL seed {} ({} nodes) at {}.{:03} ms: {}",
+        o.seed,
+        o.nodes,
+        f.time_us / 1000,
+        f.time_us % 1000,
+        f.violation
+    );
+    println!("  replay: cargo run -p xraft-sim --release -- --seed {}", o.seed);
+    println!("  params: {}", o.params.replace('\n', "\n  "));
+    println!("  trace tail:\n{}", o.tail);
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Panics inside a seed are caught and reported with the seed.
+    std::panic::set_hook(Box::new(|_| {}));
+    if let Some(seed) = args.one {
+        return replay(seed, &args);
+    }
+    let opts = SeedOptions { nodes: args.nodes, verbose: false };
+    let next = AtomicU64::new(args.start);
+    let end = args.start + args.seeds;
+    let outcomes = Mutex::new(Vec::with_capacity(args.seeds as usize));
+    let wall = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..args.jobs {
+            s.spawn(|| loop {
+                let seed = next.fetch_add(1, Ordering::Relaxed);
+                if seed >= end {
+                    break;
+                }
+                let (o, _) = run_one(seed, &opts, args.tail);
+                if let Err(f) = &o.result {
+                    print_failure(&o, f);
+                }
+                outcomes.lock().expect("no panics while holding the lock").push(o);
+            });
+        }
+    });
+    let secs = wall.elapsed().as_secs_f64();
+    let mut outcomes = outcomes.into_inner().expect("threads joined");
+    outcomes.sort_by_key(|o| o.seed);
+    let mut total = Stats::default();
+    let mut failures = Vec::new();
+    let mut hash = 0u64;
+    for o in &outcomes {
+        total.add(&o.stats);
+        hash = hash.rotate_left(5) ^ o.hash;
+        if o.result.is_err() {
+            failures.push(o.seed);
+        }
+    }
+    let n = outcomes.len() as f64;
+    let sim_s = total.sim_us as f64 / 1e6;
+    println!(
+        "seeds {}..{}: {} run, {} failed in {secs:.2} s wall ({:.1} seeds/s, {} jobs); \
+         simulated {sim_s:.0} s ({:.0}x wall); trace hash {hash:016x}",
+        args.start,
+        end,
+        outcomes.len(),
+        failures.len(),
+        n / secs,
+        args.jobs,
+        sim_s / secs
+    );
+    if !args.quiet {
+        print_stats(&total);
+    }
+    if !failures.is_empty() {
+        println!("failing seeds: {failures:?}");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+fn print_stats(t: &Stats) {
+    println!(
+        "coverage: events {} | msgs sent {} delivered {} lost {} cut {} to-down {} dup {} long-held {} \
+         | persists {} fsyncs {} | crashes {} (losing writes {}, torn {}) restarts {} | partitions {} \
+         | leaders {} | proposals {} rejected {} acked {} overwritten {} | applied {}",
+        t.events,
+        t.msgs_sent,
+        t.msgs_delivered,
+        t.msgs_lost,
+        t.msgs_cut,
+        t.msgs_to_down,
+        t.msgs_duplicated,
+        t.msgs_long_held,
+        t.persists,
+        t.fsyncs,
+        t.crashes,
+        t.crashes_losing_writes,
+        t.torn_writes,
+        t.restarts,
+        t.partitions,
+        t.leaders_elected,
+        t.proposals,
+        t.proposals_rejected,
+        t.acked,
+        t.proposals_lost,
+        t.applied
+    );
+}
+
+fn replay(seed: u64, args: &Args) -> ExitCode {
+    let opts = SeedOptions { nodes: args.nodes, verbose: true };
+    let wall = Instant::now();
+    let (o, run) = run_one(seed, &opts, args.tail);
+    let secs = wall.elapsed().as_secs_f64();
+    println!("seed {seed}: {:#?}", run.params);
+    if !args.quiet {
+        for line in run.cluster.trace().full().unwrap_or(&[]) {
+            println!("{line}");
+        }
+    }
+    print_stats(&o.stats);
+    println!(
+        "seed {seed}: {} in {secs:.3} s wall, simulated {:.1} s; trace hash {:016x}",
+        match &o.result {
+            Ok(()) => "ok".to_string(),
+            Err(f) => format!("FAIL at {} us: {}", f.time_us, f.violation),
+        },
+        o.stats.sim_us as f64 / 1e6,
+        o.hash
+    );
+    if o.result.is_err() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

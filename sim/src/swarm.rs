@@ -1,0 +1,515 @@
+//! One seeded simulation run: swarm-drawn faults, then healing and liveness.
+//!
+//! Owns the per-seed schedule. From the root seed it draws which faults are
+//! on and how hard (swarm testing: each seed explores a different corner),
+//! builds a [`Cluster`], and drives it in two phases:
+//!
+//! 1. **Faults** for a bounded simulated time: client proposals, crashes
+//!    (losing all, a prefix, or a torn last write of the pending writes)
+//!    with later restarts, partitions of every shape, lossy, duplicating,
+//!    reordering links with long holds, slow disks, tick drift.
+//! 2. **Liveness**: heal the network, restart every node but an optional
+//!    permanently crashed minority, stop the faults. Within a bounded time
+//!    one stable leader must emerge and a fresh write must be applied on every
+//!    live node; then terms must stay put for a while (churn alarm); then the
+//!    live logs must agree below their commit and every acknowledged write
+//!    must be applied everywhere.
+//!
+//! The safety checkers run after every event throughout.
+
+use std::collections::BinaryHeap;
+
+use bytes::Bytes;
+use xraft::{Commands, LogIndex, Role, Term};
+
+use crate::check::{node_id, EntryId, Violation};
+use crate::cluster::{Cluster, ClusterConfig, CoreKnobs, Failure, Op, Proposed, TICK_US};
+use crate::disk::CrashMode;
+use crate::net::LinkModel;
+use crate::sim_rng::{stream, SimRng};
+
+/// Liveness bound after healing: 10 longest election timeouts plus catch-up.
+pub const LIVENESS_BOUND_US: u64 = 10 * 30 * TICK_US + 2_000_000;
+/// After healing, the cluster fails if no live node persists, commits or
+/// applies anything for this long.
+pub const STALL_US: u64 = 5_000_000;
+/// Most proposals the clients keep in flight at one node.
+pub const CLIENT_WINDOW: usize = 64;
+/// Hard cap on the healed phase, progress or not.
+pub const LIVENESS_CAP_US: u64 = 60_000_000;
+/// How long terms must stay put once the healed cluster made progress.
+pub const STABLE_WINDOW_US: u64 = 1_000_000;
+
+/// Options from the command line.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SeedOptions {
+    /// Cluster size; drawn per seed (3 or 5) when `None`.
+    pub nodes: Option<usize>,
+    /// Keep the full trace.
+    pub verbose: bool,
+}
+
+/// The faults and rates one seed draws.
+#[derive(Clone, Debug)]
+pub struct Params {
+    /// Cluster size.
+    pub nodes: usize,
+    /// Length of the fault phase.
+    pub phase1_us: u64,
+    /// Mean time between client proposals.
+    pub client_mean_us: u64,
+    /// Most commands per proposal.
+    pub batch_max: u64,
+    /// Probability a proposal goes to a random node instead of the leader.
+    pub misdirect: f64,
+    /// Mean time between crashes, if crashes are on.
+    pub crash_mean_us: Option<u64>,
+    /// Range of down time before a restart.
+    pub down_us: (u64, u64),
+    /// Weights of lose-all, keep-prefix and torn crashes.
+    pub crash_weights: [u64; 3],
+    /// Mean time between partitions, if on.
+    pub partition_mean_us: Option<u64>,
+    /// Range of partition lengths.
+    pub partition_us: (u64, u64),
+    /// Base link model in the fault phase.
+    pub link: LinkModel,
+    /// One node whose outgoing links are ten times slower, if any.
+    pub slow_node: Option<usize>,
+    /// Nodes left crashed for good when healing (a minority).
+    pub permanent_down: usize,
+    /// The cluster's own settings.
+    pub cluster: ClusterConfig,
+}
+
+impl Params {
+    /// Draws the parameters of `seed`.
+    pub fn draw(seed: u64, opts: &SeedOptions) -> Params {
+        let mut r = SimRng::derive(seed, stream::SWARM);
+        let nodes = opts.nodes.unwrap_or_else(|| r.pick(&[3, 3, 5]));
+        let phase1_us = r.between(2_000, 10_000) * 1000;
+        let client_mean_us = r.pick(&[2_000, 10_000, 50_000]);
+        let batch_max = r.pick(&[1, 1, 4]);
+        let misdirect = r.pick(&[0.0, 0.1, 0.5]);
+        let crash_mean_us = r.chance(0.6).then(|| r.between(300, 3_000) * 1000);
+        let down_us = (10_000, r.between(100, 2_000) * 1000);
+        let crash_weights = [r.between(0, 3), r.between(0, 3), r.between(1, 3)];
+        let partition_mean_us = r.chance(0.6).then(|| r.between(200, 3_000) * 1000);
+        let partition_us = (50_000, r.between(200, 3_000) * 1000);
+        let delay_min_us = r.between(0, 500);
+        let delay_max_us = delay_min_us + r.pick(&[1_000, 5_000, 30_000]);
+        let loss = if r.chance(0.5) { 0.0 } else { r.unit() * 0.2 };
+        let dup = if r.chance(0.7) { 0.0 } else { r.unit() * 0.1 };
+        let (long_prob, long_max_us) = if r.chance(0.7) {
+            (0.0, 0)
+        } else {
+            (0.001 + r.unit() * 0.05, r.between(200, 3_000) * 1000)
+        };
+        let link = LinkModel {
+            delay_min_us,
+            delay_max_us,
+            loss,
+            dup,
+            long_prob,
+            long_base_us: 0,
+            long_max_us,
+        };
+        let slow_node = r.chance(0.2).then(|| r.below(nodes as u64) as usize);
+        let permanent_down =
+            if r.chance(0.25) { r.between(1, (nodes as u64 - 1) / 2) as usize } else { 0 };
+        let disk_latency_us = r.pick(&[(50, 500), (200, 5_000), (1_000, 30_000)]);
+        let core = CoreKnobs {
+            pre_vote: r.chance(0.85),
+            check_quorum: r.chance(0.85),
+            inflight_appends_max: r.pick(&[1, 2, 4, 64]),
+            append_entries_max: r.pick(&[1, 3, 64, 5_000]),
+        };
+        let cluster = ClusterConfig {
+            nodes,
+            seed,
+            link,
+            disk_latency_us,
+            group_commit: r.unit(),
+            apply_delay_us: (0, r.pick(&[0, 200, 5_000])),
+            tick_drift_ppm: if r.chance(0.3) { r.between(0, 50_000) } else { 0 },
+            core,
+            verbose: opts.verbose,
+            panic_on_violation: false,
+            count_wire_bytes: false,
+        };
+        Params {
+            nodes,
+            phase1_us,
+            client_mean_us,
+            batch_max,
+            misdirect,
+            crash_mean_us,
+            down_us,
+            crash_weights,
+            partition_mean_us,
+            partition_us,
+            link,
+            slow_node,
+            permanent_down,
+            cluster,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Act {
+    Propose,
+    Crash,
+    Restart(usize),
+    Partition,
+    Heal(u64),
+}
+
+/// One seed's run. Build with [`SeedRun::new`], drive with [`SeedRun::run`];
+/// the cluster stays readable afterwards (also after a panic in the core).
+#[derive(Debug)]
+pub struct SeedRun {
+    /// The root seed.
+    pub seed: u64,
+    /// What the seed drew.
+    pub params: Params,
+    /// The simulated cluster.
+    pub cluster: Cluster,
+    rng: SimRng,
+    client: SimRng,
+    acts: BinaryHeap<std::cmp::Reverse<(u64, u64, Act)>>,
+    act_seq: u64,
+    partition_gen: u64,
+    payload_seq: u64,
+    faults_on: bool,
+}
+
+impl SeedRun {
+    /// Draws the seed's parameters and builds its cluster.
+    pub fn new(seed: u64, opts: &SeedOptions) -> SeedRun {
+        let params = Params::draw(seed, opts);
+        let mut cluster = Cluster::with_config(params.cluster.clone());
+        if let Some(slow) = params.slow_node {
+            for to in 0..params.nodes {
+                let mut m = params.link;
+                m.delay_min_us *= 10;
+                m.delay_max_us *= 10;
+                cluster.net_mut().set_link(slow, to, m);
+            }
+        }
+        SeedRun {
+            seed,
+            params,
+            cluster,
+            rng: SimRng::derive(seed, stream::FAULTS),
+            client: SimRng::derive(seed, stream::CLIENT),
+            acts: BinaryHeap::new(),
+            act_seq: 0,
+            partition_gen: 0,
+            payload_seq: 0,
+            faults_on: true,
+        }
+    }
+
+    /// Runs both phases; the first violation, if any.
+    pub fn run(&mut self) -> Result<(), Failure> {
+        let p = self.params.clone();
+        let t = self.client.exp(p.client_mean_us);
+        self.schedule(t, Act::Propose);
+        if let Some(m) = p.crash_mean_us {
+            let t = self.rng.exp(m);
+            self.schedule(t, Act::Crash);
+        }
+        if let Some(m) = p.partition_mean_us {
+            let t = self.rng.exp(m);
+            self.schedule(t, Act::Partition);
+        }
+        self.advance_to(p.phase1_us);
+        if let Some(f) = self.cluster.failure() {
+            return Err(f.clone());
+        }
+        self.heal();
+        self.liveness();
+        match self.cluster.failure() {
+            Some(f) => Err(f.clone()),
+            None => Ok(()),
+        }
+    }
+
+    fn schedule(&mut self, delay: u64, act: Act) {
+        self.act_seq += 1;
+        let t = self.cluster.now_us() + delay;
+        self.acts.push(std::cmp::Reverse((t, self.act_seq, act)));
+    }
+
+    /// Runs the cluster and the fault schedule up to `t`.
+    fn advance_to(&mut self, t: u64) {
+        while let Some(&std::cmp::Reverse((at, _, act))) = self.acts.peek() {
+            if at > t || self.cluster.failure().is_some() {
+                break;
+            }
+            self.acts.pop();
+            self.cluster.run_until(at);
+            self.act(act);
+        }
+        self.cluster.run_until(t);
+    }
+
+    fn act(&mut self, act: Act) {
+        let p = &self.params;
+        let n = p.nodes;
+        match act {
+            Act::Propose if self.faults_on => {
+                // The workload stops when healing, so the liveness probe,
+                // once applied everywhere, covers every acknowledged write.
+                self.propose_random();
+                let d = self.client.exp(self.params.client_mean_us);
+                self.schedule(d, Act::Propose);
+            }
+            Act::Crash if self.faults_on => {
+                let (mean, down, w) =
+                    (p.crash_mean_us.unwrap_or(1_000_000), p.down_us, p.crash_weights);
+                let node = self.rng.below(n as u64) as usize;
+                if self.cluster.is_up(node) {
+                    let mode = pick_mode(&mut self.rng, w);
+                    self.cluster.apply_op(Op::Crash { node, mode });
+                    let d = self.rng.between(down.0, down.1);
+                    self.schedule(d, Act::Restart(node));
+                }
+                let d = self.rng.exp(mean);
+                self.schedule(d, Act::Crash);
+            }
+            Act::Restart(node) if self.faults_on => self.cluster.apply_op(Op::Restart { node }),
+            Act::Partition if self.faults_on => {
+                let (mean, len) = (p.partition_mean_us.unwrap_or(1_000_000), p.partition_us);
+                self.cluster.apply_op(Op::Heal);
+                let op = match self.rng.below(5) {
+                    0 => {
+                        let mask = 1 + self.rng.below((1 << n) - 2);
+                        Op::Split { mask }
+                    }
+                    1 => Op::Isolate { node: self.rng.below(n as u64) as usize },
+                    2 => Op::SendOnly { node: self.rng.below(n as u64) as usize },
+                    3 => Op::ReceiveOnly { node: self.rng.below(n as u64) as usize },
+                    _ => Op::RandomCuts { per_mille: self.rng.between(100, 500) as u32 },
+                };
+                self.cluster.apply_op(op);
+                self.partition_gen += 1;
+                let d = self.rng.between(len.0, len.1);
+                let g = self.partition_gen;
+                self.schedule(d, Act::Heal(g));
+                let d = self.rng.exp(mean);
+                self.schedule(d, Act::Partition);
+            }
+            Act::Heal(g) if self.faults_on && g == self.partition_gen => {
+                self.cluster.apply_op(Op::Heal)
+            }
+            _ => {}
+        }
+    }
+
+    fn next_payload(&mut self) -> Bytes {
+        self.payload_seq += 1;
+        let mut b = Vec::with_capacity(16);
+        b.extend_from_slice(&self.seed.to_le_bytes());
+        b.extend_from_slice(&self.payload_seq.to_le_bytes());
+        Bytes::from(b)
+    }
+
+    fn propose_random(&mut self) {
+        let n = self.params.nodes as u64;
+        let target = match self.cluster.leader() {
+            Some(l) if !self.client.chance(self.params.misdirect) => l,
+            _ => self.client.below(n) as usize,
+        };
+        // Clients are closed-loop: a bounded number of writes in flight.
+        if !self.cluster.is_up(target) || self.cluster.outstanding(target) >= CLIENT_WINDOW {
+            return;
+        }
+        let k = self.client.between(1, self.params.batch_max);
+        let mut cmds = Commands::new();
+        for _ in 0..k {
+            cmds.push(self.next_payload());
+        }
+        let _ = self.cluster.propose_many(target, cmds);
+    }
+
+    /// Ends the fault phase: heals the network, restarts nodes, leaves an
+    /// optional minority down for good.
+    fn heal(&mut self) {
+        self.faults_on = false;
+        let n = self.params.nodes;
+        let mut link = self.params.link;
+        link.loss = 0.0;
+        link.dup = 0.0;
+        link.long_prob = 0.0;
+        self.cluster.apply_op(Op::SetLinks(link));
+        self.cluster.apply_op(Op::Heal);
+        let mut down = Vec::new();
+        while down.len() < self.params.permanent_down {
+            let d = self.rng.below(n as u64) as usize;
+            if !down.contains(&d) {
+                down.push(d);
+            }
+        }
+        for i in 0..n {
+            if down.contains(&i) {
+                let mode = pick_mode(&mut self.rng, self.params.crash_weights);
+                self.cluster.apply_op(Op::Crash { node: i, mode });
+            } else {
+                self.cluster.apply_op(Op::Restart { node: i });
+            }
+        }
+    }
+
+    fn live(&self) -> Vec<usize> {
+        (0..self.params.nodes).filter(|&i| self.cluster.is_up(i)).collect()
+    }
+
+    /// A leader every live node follows in its term.
+    fn stable_leader(&self) -> Option<(usize, Term)> {
+        let l = self.cluster.leader()?;
+        let term = self.cluster.node(l)?.term();
+        let all = self.live().into_iter().all(|i| {
+            let n = self.cluster.node(i).expect("live");
+            n.term() == term && n.leader() == Some(node_id(l))
+        });
+        all.then_some((l, term))
+    }
+
+    /// A number that grows whenever a live node persists or applies more.
+    fn progress_marker(&self) -> u64 {
+        self.live()
+            .iter()
+            .filter_map(|&i| self.cluster.node(i))
+            .map(|n| {
+                let st = n.status();
+                st.applied.0 + st.durable_index.0 + st.commit.0
+            })
+            .sum()
+    }
+
+    fn liveness(&mut self) {
+        let start = self.cluster.now_us();
+        let cap = start + LIVENESS_CAP_US;
+        let mut deadline = start + LIVENESS_BOUND_US;
+        let mut marker = self.progress_marker();
+        let mut probe: Option<(Term, Proposed, Bytes)> = None;
+        let mut done = false;
+        while self.cluster.now_us() < deadline.min(cap) && self.cluster.failure().is_none() {
+            let t = self.cluster.now_us() + 10_000;
+            self.advance_to(t);
+            if let Some((l, term)) = self.stable_leader() {
+                if probe.as_ref().is_none_or(|(t, _, _)| *t != term) {
+                    let data = self.next_payload();
+                    if let Ok(p) = self.cluster.propose(l, data.clone()) {
+                        probe = Some((term, p, data));
+                    }
+                }
+            }
+            if let Some((_, p, data)) = &probe {
+                let k = (p.last.0 - 1) as usize;
+                if self.live().iter().all(|&i| self.cluster.applied(i).get(k) == Some(data)) {
+                    done = true;
+                    break;
+                }
+            }
+            // Slow is not stuck: catching up a long log one small append
+            // per round trip may take a while; only a stall fails.
+            let m = self.progress_marker();
+            if m > marker {
+                marker = m;
+                deadline = deadline.max(self.cluster.now_us() + STALL_US);
+            }
+        }
+        if self.cluster.failure().is_some() {
+            return;
+        }
+        if !done {
+            let what = self.describe_stuck(probe.as_ref().map(|p| p.1));
+            self.cluster.fail(Violation::Liveness { what });
+            return;
+        }
+        // Churn alarm: a healed cluster keeps its leader and term.
+        let Some((leader, term)) = self.stable_leader() else {
+            self.cluster
+                .fail(Violation::Liveness { what: "leader lost right after progress".into() });
+            return;
+        };
+        let t = self.cluster.now_us() + STABLE_WINDOW_US;
+        self.advance_to(t);
+        if self.cluster.failure().is_some() {
+            return;
+        }
+        let max_term =
+            self.live().iter().filter_map(|&i| self.cluster.node(i)).map(|n| n.term()).max();
+        if max_term != Some(term) || self.cluster.leader() != Some(leader) {
+            self.cluster.fail(Violation::TermChurn { from: term, to: max_term.unwrap_or(term) });
+            return;
+        }
+        self.final_checks();
+    }
+
+    fn final_checks(&mut self) {
+        let live = self.live();
+        let c = &self.cluster;
+        let commit = live.iter().filter_map(|&i| c.node(i)).map(|n| n.commit_index()).min();
+        let commit = commit.unwrap_or(LogIndex::ZERO);
+        let a = live[0];
+        for &b in &live[1..] {
+            let (na, nb) = (c.node(a).expect("live"), c.node(b).expect("live"));
+            let mut i = LogIndex(1);
+            while i <= commit {
+                if na.entry(i).map(EntryId::of) != nb.entry(i).map(EntryId::of) {
+                    let v = Violation::LogsDiffer { a: node_id(a), b: node_id(b), index: i };
+                    self.cluster.fail(v);
+                    return;
+                }
+                i = i.next();
+            }
+        }
+        if let Err(v) = self.cluster.oracle().check_acked(&live) {
+            self.cluster.fail(v);
+        }
+    }
+
+    fn describe_stuck(&self, probe: Option<Proposed>) -> String {
+        let mut s = format!(
+            "no convergence {} ms after healing (stalled {} ms, or cap {} ms); probe {probe:?}; nodes:",
+            self.cluster.now_us() / 1000,
+            STALL_US / 1000,
+            LIVENESS_CAP_US / 1000
+        );
+        for i in 0..self.params.nodes {
+            match self.cluster.node(i) {
+                Some(n) => {
+                    let st = n.status();
+                    let role = match st.role {
+                        Role::Leader => "L",
+                        Role::Candidate => "C",
+                        Role::PreCandidate => "P",
+                        Role::Follower => "F",
+                    };
+                    s.push_str(&format!(
+                        " [{:?} {role} {:?} leader {:?} commit {:?} applied {:?} last {:?} durable {:?}]",
+                        st.id, st.term, st.leader, st.commit, st.applied, st.last_index, st.durable_index
+                    ));
+                }
+                None => s.push_str(&format!(" [{:?} down]", node_id(i))),
+            }
+        }
+        s
+    }
+}
+
+fn pick_mode(r: &mut SimRng, w: [u64; 3]) -> CrashMode {
+    let total = w.iter().sum::<u64>().max(1);
+    let x = r.below(total);
+    if x < w[0] {
+        CrashMode::LoseAll
+    } else if x < w[0] + w[1] {
+        CrashMode::KeepPrefix
+    } else {
+        CrashMode::Torn
+    }
+}
