@@ -351,7 +351,8 @@ impl Node {
         };
         // A reply to an earlier round (or to a PreVote after we moved on) is
         // not a vote in this one.
-        if !expected && !(pre_vote && !granted && self.role == Role::PreCandidate) {
+        let pre_vote_refusal = pre_vote && !granted && self.role == Role::PreCandidate;
+        if !expected && !pre_vote_refusal {
             return;
         }
         // Count distinct voters: a replayed reply must not count twice.

@@ -751,8 +751,12 @@ impl Node {
                 p.check(self.cfg.inflight_appends_max);
             }
         }
-        if self.role != Role::Follower {
-            assert!(self.is_voter(self.cfg.id), "a non-voter campaigned or leads");
+        if matches!(self.role, Role::Candidate | Role::PreCandidate) {
+            assert!(self.is_voter(self.cfg.id), "a non-voter campaigned");
+        }
+        if self.role == Role::Leader && !self.is_voter(self.cfg.id) {
+            // Removed by a change it leads: only until that change commits.
+            assert!(self.conf.latest_index() > self.commit, "a removed leader kept leading");
         }
     }
 }

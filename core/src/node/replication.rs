@@ -292,7 +292,11 @@ impl Node {
         } else {
             // Fast back-off: skip every entry of a term the follower cannot
             // match, using its hint (etcd's findConflictByTerm on both sides).
-            let next = if hint_term > Term::ZERO {
+            let next = if hint_index < self.log.snapshot_index() {
+                // The follower's log ends below what we still hold: it needs
+                // the snapshot (send_append finds no term for its prev).
+                hint_index.next()
+            } else if hint_term > Term::ZERO {
                 self.log.hint_at_or_below(hint_index, hint_term).0.next()
             } else {
                 hint_index.next()
@@ -305,7 +309,10 @@ impl Node {
 
     pub(super) fn on_heartbeat(&mut self, from: NodeId, commit: LogIndex, ctx: u64) {
         self.follow(from);
-        let new_commit = commit.min(self.leader_match);
+        // The leader capped `commit` at what it knows we hold durably and
+        // matching (our acknowledged index in its term), so it holds even
+        // across our restart, when `leader_match` starts over.
+        let new_commit = commit.min(self.log.last_index());
         if new_commit > self.commit {
             self.commit = new_commit;
         }

@@ -187,15 +187,15 @@ impl Node {
         self.progress[i].recent_active = true;
         if done {
             // The follower holds (durably) the state through `index`.
+            let p = &self.progress[i];
+            if p.state == ProgressState::Snapshot && index >= p.snap_index {
+                self.metrics.snapshots_sent += 1;
+            }
             if index <= self.log.last_index() && self.progress[i].on_ack(index) {
                 self.maybe_commit();
             }
-            if self.progress[i].state == ProgressState::Snapshot
-                && self.progress[i].match_index >= self.progress[i].snap_index
-            {
-                self.metrics.snapshots_sent += 1;
-                self.progress[i].become_probe();
-            }
+            // The commit may have removed the follower already.
+            let Some(i) = self.progress_index(from) else { return };
             self.send_append(i, false);
             return;
         }

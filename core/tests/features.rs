@@ -1,0 +1,523 @@
+//! Scenario tests of the core's cluster features (membership, learners,
+//! ReadIndex, transfer, forwarding, snapshots) on a small deterministic
+//! in-memory network. The simulator (`xraft-sim`) covers the same features
+//! under faults; these pin down each behaviour on its own.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use bytes::Bytes;
+use xraft::{
+    Config, Entry, EntryKind, HardState, Input, LogIndex, MembershipChange, Node, NodeId, Output,
+    ProposeError, RequestId, RestartState, Role, SnapshotMeta, SnapshotWrite,
+};
+
+/// What a node's disk holds durably (every write is durable at once here).
+#[derive(Default, Clone)]
+struct Disk {
+    hard_state: HardState,
+    entries: Vec<Entry>,
+    snapshot: Option<(SnapshotMeta, Vec<u8>)>,
+    receiving: Vec<u8>,
+}
+
+impl Disk {
+    fn write(&mut self, w: &xraft::PersistWrite) {
+        match &w.snapshot {
+            Some(SnapshotWrite::Taken { compact_through, .. }) => {
+                self.entries.retain(|e| e.index > *compact_through)
+            }
+            Some(SnapshotWrite::Chunk { meta, offset, data, done }) => {
+                if *offset == 0 {
+                    self.receiving.clear();
+                }
+                assert_eq!(*offset as usize, self.receiving.len(), "chunks arrive in order");
+                self.receiving.extend_from_slice(data);
+                if *done {
+                    let keep =
+                        self.entries.iter().any(|e| e.index == meta.index && e.term == meta.term);
+                    if keep {
+                        self.entries.retain(|e| e.index > meta.index);
+                    } else {
+                        self.entries.clear();
+                    }
+                    self.snapshot = Some((meta.clone(), std::mem::take(&mut self.receiving)));
+                }
+            }
+            None => {}
+        }
+        if let Some(first) = w.entries.first() {
+            self.entries.retain(|e| e.index < first.index);
+            self.entries.extend(w.entries.iter().cloned());
+        }
+        if let Some(hs) = w.hard_state {
+            self.hard_state = hs;
+        }
+    }
+
+    fn restart_state(&self) -> RestartState {
+        RestartState {
+            hard_state: self.hard_state,
+            snapshot: self.snapshot.as_ref().map(|(m, _)| m.clone()),
+            entries: self.entries.clone(),
+        }
+    }
+}
+
+/// The application: the list of applied commands.
+#[derive(Default, Clone, PartialEq, Eq, Debug)]
+struct App {
+    applied: Vec<Bytes>,
+}
+
+impl App {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for c in &self.applied {
+            out.extend_from_slice(&(c.len() as u32).to_le_bytes());
+            out.extend_from_slice(c);
+        }
+        out
+    }
+
+    fn decode(mut b: &[u8]) -> App {
+        let mut app = App::default();
+        while !b.is_empty() {
+            let n = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+            app.applied.push(Bytes::copy_from_slice(&b[4..4 + n]));
+            b = &b[4 + n..];
+        }
+        app
+    }
+}
+
+struct Slot {
+    node: Option<Node>,
+    disk: Disk,
+    app: App,
+    cfg: Config,
+}
+
+/// A deterministic in-memory cluster: messages delivered in FIFO order,
+/// writes durable at once, entries applied at once.
+struct Net {
+    slots: Vec<Slot>,
+    queue: VecDeque<(usize, Input)>,
+    isolated: BTreeSet<usize>,
+    events: Vec<(usize, Output)>,
+    next_request: u64,
+}
+
+fn cfg(id: u64, tweak: &dyn Fn(&mut Config)) -> Config {
+    let mut c = Config::new(NodeId(id));
+    tweak(&mut c);
+    c
+}
+
+impl Net {
+    /// `voters` founding members plus `extra` empty nodes that can join.
+    fn new(voters: u64, extra: u64, tweak: &dyn Fn(&mut Config)) -> Net {
+        let ids: Vec<NodeId> = (1..=voters).map(NodeId).collect();
+        let mut slots = Vec::new();
+        for id in 1..=voters + extra {
+            let state = if id <= voters {
+                RestartState::bootstrap(ids.clone())
+            } else {
+                RestartState::default()
+            };
+            let c = cfg(id, tweak);
+            let disk = Disk {
+                hard_state: state.hard_state,
+                entries: state.entries.clone(),
+                ..Disk::default()
+            };
+            let node = Node::new(c.clone(), state).expect("valid");
+            slots.push(Slot { node: Some(node), disk, app: App::default(), cfg: c });
+        }
+        Net {
+            slots,
+            queue: VecDeque::new(),
+            isolated: BTreeSet::new(),
+            events: Vec::new(),
+            next_request: 0,
+        }
+    }
+
+    fn node(&self, i: usize) -> &Node {
+        self.slots[i].node.as_ref().expect("node is up")
+    }
+
+    fn run(&mut self) {
+        let mut out = Vec::new();
+        let mut budget = 1_000_000;
+        while let Some((i, input)) = self.queue.pop_front() {
+            budget -= 1;
+            assert!(budget > 0, "the cluster never went quiet");
+            let Some(node) = self.slots[i].node.as_mut() else { continue };
+            node.step_into(input, &mut out);
+            for o in out.drain(..) {
+                self.handle(i, o);
+            }
+        }
+    }
+
+    fn handle(&mut self, i: usize, o: Output) {
+        match o {
+            Output::Send(m) => {
+                let to = (m.to.0 - 1) as usize;
+                if to < self.slots.len()
+                    && !self.isolated.contains(&i)
+                    && !self.isolated.contains(&to)
+                {
+                    self.queue.push_back((to, Input::Message(m)));
+                }
+            }
+            Output::Persist(w) => {
+                self.slots[i].disk.write(&w);
+                self.queue.push_back((i, Input::Persisted { through: w.id }));
+            }
+            Output::Apply { entries } => {
+                let last = entries.last().map_or(LogIndex::ZERO, |e| e.index);
+                for e in entries {
+                    if e.kind == EntryKind::Normal {
+                        self.slots[i].app.applied.push(e.data);
+                    }
+                }
+                self.queue.push_back((i, Input::Applied { index: last }));
+            }
+            Output::TakeSnapshot { meta } => {
+                let bytes = self.slots[i].app.encode();
+                let index = meta.index;
+                self.slots[i].disk.snapshot = Some((meta, bytes));
+                self.queue.push_back((i, Input::SnapshotTaken { index, ok: true }));
+            }
+            Output::ReadSnapshotChunk { to, offset, max_bytes, .. } => {
+                let (meta, bytes) = self.slots[i].disk.snapshot.clone().expect("a snapshot exists");
+                let start = (offset as usize).min(bytes.len());
+                let end = (start + max_bytes).min(bytes.len());
+                let data = Bytes::copy_from_slice(&bytes[start..end]);
+                let done = end == bytes.len();
+                self.queue.push_back((i, Input::SnapshotChunk { to, meta, offset, data, done }));
+            }
+            Output::RestoreSnapshot { meta } => {
+                let (m, bytes) = self.slots[i].disk.snapshot.clone().expect("installed");
+                assert_eq!(m, meta);
+                self.slots[i].app = App::decode(&bytes);
+                self.queue.push_back((i, Input::Applied { index: meta.index }));
+            }
+            other => self.events.push((i, other)),
+        }
+    }
+
+    fn tick(&mut self, n: usize) {
+        for _ in 0..n {
+            for i in 0..self.slots.len() {
+                if self.slots[i].node.is_some() {
+                    self.queue.push_back((i, Input::Tick));
+                }
+            }
+            self.run();
+        }
+    }
+
+    fn leader(&self) -> Option<usize> {
+        (0..self.slots.len()).find(|&i| {
+            self.slots[i].node.as_ref().is_some_and(|n| n.role() == Role::Leader)
+                && !self.isolated.contains(&i)
+        })
+    }
+
+    fn elect(&mut self) -> usize {
+        for _ in 0..200 {
+            if let Some(l) = self.leader() {
+                return l;
+            }
+            self.tick(1);
+        }
+        panic!("no leader elected");
+    }
+
+    fn input(&mut self, i: usize, input: Input) {
+        self.queue.push_back((i, input));
+        self.run();
+    }
+
+    fn request(&mut self) -> RequestId {
+        self.next_request += 1;
+        RequestId(self.next_request)
+    }
+
+    fn propose(&mut self, i: usize, data: &'static [u8]) -> RequestId {
+        let request = self.request();
+        self.input(
+            i,
+            Input::Propose { request, commands: [Bytes::from_static(data)].into_iter().collect() },
+        );
+        request
+    }
+
+    fn outcome(&self, request: RequestId) -> Option<&Output> {
+        self.events.iter().map(|(_, o)| o).find(|o| match o {
+            Output::Proposed { request: r, .. }
+            | Output::Rejected { request: r, .. }
+            | Output::ReadReady { request: r, .. }
+            | Output::Completed { request: r } => *r == request,
+            _ => false,
+        })
+    }
+
+    fn crash(&mut self, i: usize) {
+        self.slots[i].node = None;
+        self.slots[i].app = App::default();
+    }
+
+    fn restart(&mut self, i: usize) {
+        let s = &mut self.slots[i];
+        if let Some((_, bytes)) = &s.disk.snapshot {
+            s.app = App::decode(bytes);
+        }
+        s.node = Some(Node::new(s.cfg.clone(), s.disk.restart_state()).expect("restart"));
+    }
+}
+
+fn change(net: &mut Net, at: usize, c: MembershipChange) -> RequestId {
+    let request = net.request();
+    net.input(at, Input::ChangeMembership { request, change: c });
+    request
+}
+
+fn add_voter(id: u64) -> MembershipChange {
+    MembershipChange::AddVoter { id: NodeId(id), addr: format!("n{id}") }
+}
+
+#[test]
+fn a_new_voter_catches_up_and_a_second_change_waits() {
+    let mut net = Net::new(3, 1, &|_| {});
+    let l = net.elect();
+    for _ in 0..10 {
+        net.propose(l, b"x");
+    }
+    net.tick(1);
+    // Hold the followers off so the change cannot commit yet.
+    net.isolated.extend((0..3).filter(|&i| i != l));
+    let r1 = change(&mut net, l, add_voter(4));
+    assert!(matches!(net.outcome(r1), Some(Output::Proposed { .. })));
+    // Proposed but not yet committed: a second change is refused.
+    let r2 = change(&mut net, l, MembershipChange::Remove(NodeId(3)));
+    assert!(
+        matches!(
+            net.outcome(r2),
+            Some(Output::Rejected { error: ProposeError::ConfigInFlight, .. })
+        ),
+        "got {:?}",
+        net.outcome(r2)
+    );
+    net.isolated.clear();
+    net.tick(20);
+    assert_eq!(net.node(3).status().membership.voters.len(), 4);
+    assert_eq!(net.slots[3].app, net.slots[l].app, "the new node applied the same commands");
+    assert_eq!(net.node(l).metrics().config_changes_committed, 1);
+}
+
+#[test]
+fn a_learner_never_votes_and_is_promoted() {
+    let mut net = Net::new(3, 1, &|_| {});
+    let l = net.elect();
+    let r = change(&mut net, l, MembershipChange::AddLearner { id: NodeId(4), addr: "n4".into() });
+    assert!(matches!(net.outcome(r), Some(Output::Proposed { .. })));
+    net.tick(20);
+    let m = net.node(l).status().membership;
+    assert!(m.learners.contains(&NodeId(4)) && !m.voters.contains(&NodeId(4)));
+    // The learner never campaigns, however long it waits alone.
+    net.isolated.insert(3);
+    net.tick(200);
+    assert_eq!(net.node(3).role(), Role::Follower);
+    assert_eq!(
+        net.node(3).metrics().pre_votes_started + net.node(3).metrics().elections_started,
+        0
+    );
+    net.isolated.clear();
+    net.tick(20);
+    let l = net.elect();
+    let r = change(&mut net, l, MembershipChange::Promote(NodeId(4)));
+    assert!(matches!(net.outcome(r), Some(Output::Proposed { .. })), "{:?}", net.outcome(r));
+    net.tick(20);
+    assert!(net.node(3).status().membership.voters.contains(&NodeId(4)));
+    assert_eq!(net.node(l).metrics().learners_promoted, 1);
+}
+
+#[test]
+fn a_lagging_learner_is_not_promoted() {
+    let mut net = Net::new(3, 1, &|c| c.promote_lag_entries_max = 5);
+    let l = net.elect();
+    change(&mut net, l, MembershipChange::AddLearner { id: NodeId(4), addr: "n4".into() });
+    net.tick(10);
+    net.isolated.insert(3);
+    for _ in 0..20 {
+        net.propose(l, b"y");
+    }
+    net.tick(2);
+    let r = change(&mut net, l, MembershipChange::Promote(NodeId(4)));
+    assert!(matches!(
+        net.outcome(r),
+        Some(Output::Rejected { error: ProposeError::InvalidChange(_), .. })
+    ));
+}
+
+#[test]
+fn a_removed_leader_steps_down_after_the_change_commits() {
+    let mut net = Net::new(3, 0, &|_| {});
+    let l = net.elect();
+    let leader_id = NodeId(l as u64 + 1);
+    let r = change(&mut net, l, MembershipChange::Remove(leader_id));
+    assert!(matches!(net.outcome(r), Some(Output::Proposed { .. })));
+    net.tick(5);
+    assert_ne!(net.node(l).role(), Role::Leader, "removed leader stepped down");
+    net.tick(100);
+    let l2 = net.elect();
+    assert_ne!(l2, l);
+    assert_eq!(net.node(l2).status().membership.voters.len(), 2);
+}
+
+#[test]
+fn read_index_on_leader_and_follower_sees_earlier_writes() {
+    let mut net = Net::new(3, 0, &|_| {});
+    let l = net.elect();
+    net.propose(l, b"a");
+    net.tick(2);
+    let f = (l + 1) % 3;
+    for at in [l, f] {
+        let request = net.request();
+        net.input(at, Input::ReadIndex { request });
+        net.tick(1);
+        match net.outcome(request) {
+            Some(Output::ReadReady { index, .. }) => {
+                assert!(*index >= LogIndex(3), "read index covers the write");
+                assert!(net.slots[at].app.applied.contains(&Bytes::from_static(b"a")));
+            }
+            other => panic!("node {at}: {other:?}"),
+        }
+    }
+    assert!(net.node(f).metrics().forwarded >= 1);
+}
+
+#[test]
+fn a_partitioned_leader_cannot_serve_reads() {
+    let mut net = Net::new(3, 0, &|_| {});
+    let l = net.elect();
+    net.isolated.insert(l);
+    let request = net.request();
+    net.input(l, Input::ReadIndex { request });
+    net.tick(40);
+    assert!(
+        !matches!(net.outcome(request), Some(Output::ReadReady { .. })),
+        "a leader cut off from the majority must not confirm a read"
+    );
+    assert!(matches!(
+        net.outcome(request),
+        Some(Output::Rejected { error: ProposeError::LeadershipLost, .. })
+    ));
+}
+
+#[test]
+fn transfer_hands_over_and_refuses_proposals_meanwhile() {
+    let mut net = Net::new(3, 0, &|_| {});
+    let l = net.elect();
+    let target = (l + 1) % 3;
+    // Cut the target off so the transfer cannot finish at once.
+    net.isolated.insert(target);
+    let t = net.request();
+    net.input(l, Input::TransferLeadership { request: t, target: NodeId(target as u64 + 1) });
+    let p = net.propose(l, b"z");
+    assert!(matches!(
+        net.outcome(p),
+        Some(Output::Rejected { error: ProposeError::Transferring { .. }, .. })
+    ));
+    net.tick(40);
+    assert!(matches!(net.outcome(t), Some(Output::Rejected { error: ProposeError::Timeout, .. })));
+    assert_eq!(net.leader(), Some(l), "an aborted transfer leaves the leader in place");
+    net.isolated.clear();
+    net.tick(5);
+    let t2 = net.request();
+    net.input(l, Input::TransferLeadership { request: t2, target: NodeId(target as u64 + 1) });
+    net.tick(5);
+    assert!(matches!(net.outcome(t2), Some(Output::Completed { .. })), "{:?}", net.outcome(t2));
+    assert_eq!(net.leader(), Some(target));
+}
+
+#[test]
+fn a_follower_forwards_proposals_and_fails_them_without_a_leader() {
+    let mut net = Net::new(3, 0, &|_| {});
+    let l = net.elect();
+    let f = (l + 1) % 3;
+    let r = net.propose(f, b"fwd");
+    assert!(matches!(net.outcome(r), Some(Output::Proposed { .. })), "{:?}", net.outcome(r));
+    net.tick(2);
+    assert!(net.slots[l].app.applied.contains(&Bytes::from_static(b"fwd")));
+    // Leader and the other follower gone: no leader for the survivor.
+    net.crash(l);
+    net.crash((f + 1) % 3);
+    net.tick(40);
+    let r = net.propose(f, b"lost");
+    net.tick(310);
+    assert!(
+        matches!(net.outcome(r), Some(Output::Rejected { error: ProposeError::NoLeader, .. })),
+        "{:?}",
+        net.outcome(r)
+    );
+}
+
+#[test]
+fn a_slow_follower_catches_up_by_snapshot_in_chunks() {
+    let tweak = |c: &mut Config| {
+        c.snapshot_threshold_entries = 20;
+        c.snapshot_min_retention_entries = 5;
+        c.snapshot_chunk_bytes = 16;
+    };
+    let mut net = Net::new(3, 0, &tweak);
+    let l = net.elect();
+    let slow = (l + 1) % 3;
+    net.isolated.insert(slow);
+    for _ in 0..60 {
+        net.propose(l, b"payload!");
+        net.tick(1);
+    }
+    assert!(net.node(l).metrics().snapshots_taken >= 1, "the leader compacted its log");
+    assert!(net.node(l).status().log_entries <= 40, "memory stays bounded");
+    net.isolated.clear();
+    net.tick(30);
+    assert!(net.node(slow).metrics().snapshots_installed >= 1);
+    assert_eq!(net.slots[slow].app, net.slots[l].app);
+    assert!(net.node(l).metrics().snapshots_sent >= 1);
+    // A restart from the installed snapshot plus log tail keeps the state.
+    net.crash(slow);
+    net.restart(slow);
+    net.tick(10);
+    assert_eq!(net.slots[slow].app, net.slots[l].app);
+}
+
+#[test]
+fn a_full_restart_keeps_everything_committed() {
+    let tweak = |c: &mut Config| {
+        c.snapshot_threshold_entries = 10;
+        c.snapshot_min_retention_entries = 3;
+    };
+    let mut net = Net::new(3, 0, &tweak);
+    let l = net.elect();
+    for _ in 0..25 {
+        net.propose(l, b"k");
+        net.tick(1);
+    }
+    net.tick(3);
+    let before = net.slots[l].app.clone();
+    for i in 0..3 {
+        net.crash(i);
+    }
+    for i in 0..3 {
+        net.restart(i);
+    }
+    net.elect();
+    net.tick(10);
+    for i in 0..3 {
+        assert_eq!(net.slots[i].app, before, "node {i}");
+    }
+}
