@@ -20,6 +20,7 @@ pub mod check;
 pub mod cluster;
 pub mod disk;
 pub mod lab;
+pub mod linear;
 pub mod net;
 pub mod sim_rng;
 pub mod swarm;
