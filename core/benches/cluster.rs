@@ -103,6 +103,11 @@ impl Cluster {
                     let index = entries.last().map_or(LogIndex::ZERO, |e| e.index);
                     self.queue.push_back((i, Input::Applied { index }))
                 }
+                // A snapshot is "taken" at once, so the log is compacted and
+                // memory stays bounded as in a real deployment.
+                Output::TakeSnapshot { meta } => {
+                    self.queue.push_back((i, Input::SnapshotTaken { index: meta.index, ok: true }))
+                }
                 _ => {}
             }
         }
