@@ -454,10 +454,10 @@ impl Oracle {
         Ok(())
     }
 
-    /// At the end: every acknowledged write is in the committed history and
-    /// in the applied log of each of `nodes`.
-    pub fn check_acked(&self, nodes: &[usize]) -> Result<(), Violation> {
-        for (&index, &acked) in &self.acked {
+    /// At the end: every acknowledged write at or below `upto` is in the
+    /// committed history and in the applied log of each of `nodes`.
+    pub fn check_acked(&self, nodes: &[usize], upto: LogIndex) -> Result<(), Violation> {
+        for (&index, &acked) in self.acked.range(..=upto) {
             let k = (index.0 - 1) as usize;
             if self.committed.get(k) != Some(&acked) {
                 return Err(Violation::AckedLost {
@@ -544,9 +544,9 @@ mod tests {
         assert_eq!(o.acked(0, LogIndex(2), id(2, 20)), Ok(()));
         // Node 1 restarted and re-applied only index 1: the ack is not there.
         assert_eq!(o.applied(1, LogIndex(1), id(1, 10)), Ok(()));
-        assert_eq!(o.check_acked(&[0]), Ok(()));
+        assert_eq!(o.check_acked(&[0], LogIndex(2)), Ok(()));
         assert_eq!(
-            o.check_acked(&[0, 1]),
+            o.check_acked(&[0, 1], LogIndex(2)),
             Err(Violation::AckedLost {
                 node: NodeId(2),
                 index: LogIndex(2),

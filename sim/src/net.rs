@@ -27,6 +27,8 @@ pub struct LinkModel {
     pub long_base_us: u64,
     /// Random part of a long hold: `rand(rand(long_max))` as in the lab.
     pub long_max_us: u64,
+    /// Deliver in send order, like one TCP connection (no reordering).
+    pub fifo: bool,
 }
 
 impl LinkModel {
@@ -39,6 +41,7 @@ impl LinkModel {
         long_prob: 0.0,
         long_base_us: 0,
         long_max_us: 0,
+        fifo: false,
     };
 
     /// The lab's unreliable network: 0-26 ms delays, 10 % loss.
@@ -50,6 +53,7 @@ impl LinkModel {
         long_prob: 0.0,
         long_base_us: 0,
         long_max_us: 0,
+        fifo: false,
     };
 
     /// Adds the lab's long reordering: 2/3 of messages held 200 + rand(rand(2000)) ms.
@@ -77,6 +81,8 @@ impl LinkModel {
 pub struct Network {
     n: usize,
     links: Vec<LinkModel>,
+    /// Latest delivery time scheduled on each link (for FIFO links).
+    last_delivery: Vec<u64>,
     cut: Vec<bool>,
     connected: Vec<bool>,
 }
@@ -84,7 +90,25 @@ pub struct Network {
 impl Network {
     /// `n` nodes, every link `model`, all connected.
     pub fn new(n: usize, model: LinkModel) -> Self {
-        Network { n, links: vec![model; n * n], cut: vec![false; n * n], connected: vec![true; n] }
+        Network {
+            n,
+            links: vec![model; n * n],
+            last_delivery: vec![0; n * n],
+            cut: vec![false; n * n],
+            connected: vec![true; n],
+        }
+    }
+
+    /// The delivery time of a message sent now on `from -> to` with `delay`:
+    /// never before an earlier message on a FIFO link.
+    pub fn delivery_time(&mut self, from: usize, to: usize, now: u64, delay: u64) -> u64 {
+        let k = from * self.n + to;
+        let mut t = now + delay;
+        if self.links[k].fifo {
+            t = t.max(self.last_delivery[k]);
+        }
+        self.last_delivery[k] = self.last_delivery[k].max(t);
+        t
     }
 
     /// Whether `from` can reach `to` now.

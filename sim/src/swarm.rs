@@ -105,6 +105,7 @@ impl Params {
         } else {
             (0.001 + r.unit() * 0.05, r.between(200, 3_000) * 1000)
         };
+        let fifo = r.chance(0.3);
         let link = LinkModel {
             delay_min_us,
             delay_max_us,
@@ -113,6 +114,7 @@ impl Params {
             long_prob,
             long_base_us: 0,
             long_max_us,
+            fifo,
         };
         let slow_node = r.chance(0.2).then(|| r.below(nodes as u64) as usize);
         let permanent_down =
@@ -123,6 +125,7 @@ impl Params {
             check_quorum: r.chance(0.85),
             inflight_appends_max: r.pick(&[1, 2, 4, 64]),
             append_entries_max: r.pick(&[1, 3, 64, 5_000]),
+            forward_requests: r.chance(0.5),
         };
         let cluster = ClusterConfig {
             nodes,
@@ -269,7 +272,15 @@ impl SeedRun {
             Act::Crash if self.faults_on => {
                 let (mean, down, w) =
                     (p.crash_mean_us.unwrap_or(1_000_000), p.down_us, p.crash_weights);
-                let node = self.rng.below(n as u64) as usize;
+                // Bias crashes towards nodes with writes in flight: that is
+                // where durability bugs hide.
+                let busy: Vec<usize> =
+                    (0..n).filter(|&i| self.cluster.pending_writes(i) > 0).collect();
+                let node = if !busy.is_empty() && self.rng.chance(0.7) {
+                    self.rng.pick(&busy)
+                } else {
+                    self.rng.below(n as u64) as usize
+                };
                 if self.cluster.is_up(node) {
                     let mode = pick_mode(&mut self.rng, w);
                     self.cluster.apply_op(Op::Crash { node, mode });
@@ -343,6 +354,8 @@ impl SeedRun {
         link.loss = 0.0;
         link.dup = 0.0;
         link.long_prob = 0.0;
+        // A healed network behaves like TCP: per-link FIFO.
+        link.fifo = true;
         self.cluster.apply_op(Op::SetLinks(link));
         self.cluster.apply_op(Op::Heal);
         let mut down = Vec::new();
@@ -447,7 +460,37 @@ impl SeedRun {
             self.cluster.fail(Violation::TermChurn { from: term, to: max_term.unwrap_or(term) });
             return;
         }
+        // Requests forwarded late may still be committing: let every live
+        // node apply the leader's commit index before the final checks.
+        let target = self.cluster.node(leader).map_or(LogIndex::ZERO, |n| n.commit_index());
+        let cap = self.cluster.now_us() + LIVENESS_CAP_US;
+        let mut deadline = self.cluster.now_us() + STALL_US;
+        let mut marker = self.progress_marker();
+        while self.min_applied() < target {
+            if self.cluster.now_us() >= deadline.min(cap) {
+                let what =
+                    format!("live nodes did not apply {target:?}: {}", self.describe_stuck(None));
+                self.cluster.fail(Violation::Liveness { what });
+                return;
+            }
+            let t = self.cluster.now_us() + 10_000;
+            self.advance_to(t);
+            if self.cluster.failure().is_some() {
+                return;
+            }
+            let m = self.progress_marker();
+            if m > marker {
+                marker = m;
+                deadline = deadline.max(self.cluster.now_us() + STALL_US);
+            }
+        }
         self.final_checks();
+    }
+
+    /// The least number of entries applied by a live node since it started.
+    fn min_applied(&self) -> LogIndex {
+        let m = self.live().iter().map(|&i| self.cluster.applied(i).len()).min();
+        LogIndex(m.unwrap_or(0) as u64)
     }
 
     fn final_checks(&mut self) {
@@ -468,7 +511,7 @@ impl SeedRun {
                 i = i.next();
             }
         }
-        if let Err(v) = self.cluster.oracle().check_acked(&live) {
+        if let Err(v) = self.cluster.oracle().check_acked(&live, self.min_applied()) {
             self.cluster.fail(v);
         }
     }
