@@ -1,0 +1,327 @@
+//! The apply task: owns the state machine and everything that reads it.
+//!
+//! Owns applying committed entries, answering proposal waiters with their
+//! entries' responses, serving reads, taking and restoring snapshots. It
+//! takes jobs from ONE FIFO fed by the node task, so the order the core gave
+//! holds: a snapshot is taken after the applies before it, a restore happens
+//! before the applies after it, a read is served after the applies before
+//! it. Invariants: entries are applied once each, in index order; a waiter
+//! succeeds only if the entry at its last index was applied with its term
+//! (otherwise leadership was lost); `Applied` is published after a batch is
+//! applied, never before. Snapshot streaming runs on blocking threads: the
+//! state machine is frozen in O(1) here and keeps applying meanwhile.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{error, info, warn};
+use xraft::{EntryKind, EntryVec, LogIndex, ProposeError, SnapshotMeta, StateMachine, Term};
+
+use crate::disk::DiskJob;
+use crate::error::{Error, Result};
+use crate::node::Event;
+
+/// A state machine the runtime can drive: any [`StateMachine`] that can move
+/// between threads, with cloneable responses, and an optional hook run after
+/// each applied batch (the KV server drains its watchers there).
+pub trait Application: StateMachine<Response: Clone + Send + 'static> + Send + 'static {
+    /// Called after each batch of entries (or a restore) is applied.
+    fn after_apply(&mut self) {}
+}
+
+/// A read run on the state machine once a ReadIndex round completed, or with
+/// the request's error.
+pub(crate) type ReadFn<A> = Box<dyn FnOnce(Result<(&mut A, LogIndex)>) + Send>;
+/// A job run on the state machine as it is now (a local, possibly stale read,
+/// or a watcher registration).
+pub(crate) type LocalFn<A> = Box<dyn FnOnce(&mut A) + Send>;
+
+/// Where a proposal's outcome goes.
+pub(crate) enum Reply<R> {
+    /// The responses of the proposed commands.
+    Commands(oneshot::Sender<Result<Vec<R>>>),
+    /// Success only (a membership change).
+    Unit(oneshot::Sender<Result<()>>),
+}
+
+impl<R> Reply<R> {
+    pub(crate) fn fail(self, e: Error) {
+        match self {
+            Reply::Commands(tx) => drop(tx.send(Err(e))),
+            Reply::Unit(tx) => drop(tx.send(Err(e))),
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        match self {
+            Reply::Commands(tx) => tx.is_closed(),
+            Reply::Unit(tx) => tx.is_closed(),
+        }
+    }
+}
+
+/// Work for the apply task, in the core's order.
+pub(crate) enum ApplyJob<A: Application> {
+    Apply(EntryVec),
+    TakeSnapshot(SnapshotMeta),
+    Restore(SnapshotMeta),
+    /// A proposal accepted at `first..=last` in `term`.
+    Wait {
+        term: Term,
+        first: LogIndex,
+        last: LogIndex,
+        reply: Reply<A::Response>,
+    },
+    Read {
+        index: LogIndex,
+        f: ReadFn<A>,
+    },
+    Run(LocalFn<A>),
+}
+
+/// Responses of recently applied entries kept for waiters that register late
+/// (a forwarded proposal's answer can arrive after its entries applied).
+const RECENT_MAX: usize = 4096;
+/// Jobs taken per wake-up before `Applied` is published.
+const JOBS_PER_BATCH_MAX: usize = 256;
+
+struct Waiter<R> {
+    term: Term,
+    next: LogIndex,
+    last: LogIndex,
+    responses: Vec<R>,
+    reply: Reply<R>,
+}
+
+pub(crate) struct Applier<A: Application> {
+    pub app: Option<A>,
+    pub applied: LogIndex,
+    pub jobs: mpsc::Receiver<ApplyJob<A>>,
+    pub applied_tx: watch::Sender<LogIndex>,
+    pub disk: mpsc::Sender<DiskJob>,
+    pub events: mpsc::UnboundedSender<Event>,
+    pub node_id: u64,
+}
+
+struct State<R> {
+    recent: VecDeque<(LogIndex, Term, Option<R>)>,
+    /// Keyed by (first index, term): proposals of different terms may overlap.
+    waiters: BTreeMap<(LogIndex, Term), Waiter<R>>,
+    done: Vec<(LogIndex, Term)>,
+}
+
+impl<A: Application> Applier<A> {
+    pub(crate) async fn run(mut self) {
+        let mut st = State { recent: VecDeque::new(), waiters: BTreeMap::new(), done: Vec::new() };
+        let mut batch = Vec::with_capacity(JOBS_PER_BATCH_MAX);
+        let mut rounds = 0u64;
+        loop {
+            batch.clear();
+            if self.jobs.recv_many(&mut batch, JOBS_PER_BATCH_MAX).await == 0 {
+                return;
+            }
+            for job in batch.drain(..) {
+                if let Err(e) = self.job(job, &mut st).await {
+                    error!(node = self.node_id, error = %e, "apply task failed; stopping the node");
+                    let _ = self.events.send(Event::Fatal(e.to_string()));
+                    return;
+                }
+            }
+            if let Some(app) = self.app.as_mut() {
+                app.after_apply();
+            }
+            self.applied_tx.send_if_modified(|a| {
+                let changed = *a != self.applied;
+                *a = self.applied;
+                changed
+            });
+            rounds += 1;
+            if rounds.is_multiple_of(1024) {
+                // Callers that gave up (timed out) no longer wait.
+                st.waiters.retain(|_, w| !w.reply.is_closed());
+            }
+        }
+    }
+
+    async fn job(&mut self, job: ApplyJob<A>, st: &mut State<A::Response>) -> Result<()> {
+        let app = self.app.as_mut().expect("the state machine is only lent during a restore");
+        match job {
+            ApplyJob::Apply(entries) => {
+                for e in entries {
+                    if e.index <= self.applied {
+                        continue;
+                    }
+                    let resp = match e.kind {
+                        EntryKind::Normal => Some(app.apply(e.index, &e.data)),
+                        EntryKind::Noop | EntryKind::Config => None,
+                    };
+                    self.applied = e.index;
+                    on_applied(st, e.index, e.term, resp);
+                }
+            }
+            ApplyJob::Wait { term, first, last, reply } => {
+                let mut w = Waiter { term, next: first, last, responses: Vec::new(), reply };
+                if let Reply::Commands(_) = w.reply {
+                    w.responses.reserve((last.0 + 1).saturating_sub(first.0) as usize);
+                }
+                // Entries already applied: answer from the recent responses.
+                while w.next <= self.applied && w.next <= w.last {
+                    let front = st.recent.front().map_or(LogIndex(u64::MAX), |r| r.0);
+                    if w.next < front {
+                        w.reply.fail(ProposeError::Timeout.into());
+                        return Ok(());
+                    }
+                    let (_, t, resp) = &st.recent[(w.next.0 - front.0) as usize];
+                    if *t != w.term {
+                        w.reply.fail(ProposeError::LeadershipLost.into());
+                        return Ok(());
+                    }
+                    if let (Reply::Commands(_), Some(r)) = (&w.reply, resp) {
+                        w.responses.push(r.clone());
+                    }
+                    w.next = w.next.next();
+                }
+                if w.next > w.last {
+                    finish(w);
+                } else {
+                    st.waiters.insert((first, term), w);
+                }
+            }
+            ApplyJob::Read { index, f } => f(Ok((app, index))),
+            ApplyJob::Run(f) => f(app),
+            ApplyJob::TakeSnapshot(meta) => self.take_snapshot(meta),
+            ApplyJob::Restore(meta) => self.restore(meta, st).await?,
+        }
+        Ok(())
+    }
+
+    /// Freezes the state now (O(1)) and streams it to a snapshot file on a
+    /// blocking thread; the node hears `SnapshotTaken` when it is durable.
+    fn take_snapshot(&mut self, meta: SnapshotMeta) {
+        let app = self.app.as_ref().expect("not lent");
+        debug_assert_eq!(meta.index, self.applied, "snapshot taken at the last applied index");
+        let mut frozen = app.snapshot();
+        let (disk, events, node) = (self.disk.clone(), self.events.clone(), self.node_id);
+        tokio::spawn(async move {
+            let index = meta.index;
+            let (tx, rx) = oneshot::channel();
+            let ok = if disk.send(DiskJob::Writer { meta, reply: tx }).await.is_err() {
+                false
+            } else {
+                match rx.await {
+                    Ok(Ok(mut writer)) => {
+                        let r = tokio::task::spawn_blocking(move || {
+                            io::copy(&mut frozen, &mut writer)?;
+                            writer.finish().map_err(io::Error::other)
+                        })
+                        .await;
+                        match r {
+                            Ok(Ok(_)) => {
+                                info!(node, index = index.0, "snapshot taken");
+                                true
+                            }
+                            Ok(Err(e)) => {
+                                warn!(node, index = index.0, error = %e, "snapshot not written");
+                                false
+                            }
+                            Err(e) => {
+                                warn!(node, error = %e, "snapshot task failed");
+                                false
+                            }
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        warn!(node, error = %e, "snapshot writer not created");
+                        false
+                    }
+                    Err(_) => false,
+                }
+            };
+            let _ = events.send(Event::Input(xraft::Input::SnapshotTaken { index, ok }));
+        });
+    }
+
+    /// Replaces the state by the durable snapshot `meta`, on a blocking
+    /// thread, before any later job runs.
+    async fn restore(&mut self, meta: SnapshotMeta, st: &mut State<A::Response>) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.disk.send(DiskJob::Reader { reply: tx }).await.map_err(|_| Error::Stopped)?;
+        let reader = rx.await.map_err(|_| Error::Stopped)??;
+        let Some(mut reader) = reader else {
+            return Err(Error::Restore(format!("no durable snapshot to restore {meta:?}")));
+        };
+        if *reader.meta() != meta {
+            return Err(Error::Restore(format!(
+                "latest durable snapshot is {:?}, not {meta:?}",
+                reader.meta()
+            )));
+        }
+        let mut app = self.app.take().expect("not lent");
+        let (app, r) = tokio::task::spawn_blocking(move || {
+            let r = app.restore(&mut reader).map_err(|e| e.to_string());
+            (app, r)
+        })
+        .await
+        .map_err(|e| Error::Restore(e.to_string()))?;
+        self.app = Some(app);
+        r.map_err(Error::Restore)?;
+        info!(node = self.node_id, index = meta.index.0, "state restored from a snapshot");
+        self.applied = self.applied.max(meta.index);
+        st.recent.clear();
+        // Proposals whose entries the snapshot covers: outcome unknown.
+        let covered: Vec<_> =
+            st.waiters.range(..(meta.index.next(), Term(0))).map(|(k, _)| *k).collect();
+        for k in covered {
+            if let Some(w) = st.waiters.remove(&k) {
+                w.reply.fail(ProposeError::LeadershipLost.into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Records an applied entry and advances the waiters it concerns.
+fn on_applied<R: Clone>(st: &mut State<R>, index: LogIndex, term: Term, resp: Option<R>) {
+    if !st.waiters.is_empty() {
+        for (key, w) in st.waiters.range_mut(..(index.next(), Term(0))) {
+            if w.next != index {
+                if w.next < index {
+                    // Skipped over (cannot happen without a restore): unknown.
+                    st.done.push(*key);
+                }
+                continue;
+            }
+            if term != w.term {
+                st.done.push(*key);
+                continue;
+            }
+            if let (Reply::Commands(_), Some(r)) = (&w.reply, &resp) {
+                w.responses.push(r.clone());
+            }
+            w.next = index.next();
+            if w.next > w.last {
+                st.done.push(*key);
+            }
+        }
+        for key in st.done.drain(..) {
+            let w = st.waiters.remove(&key).expect("listed above");
+            if w.next > w.last {
+                finish(w);
+            } else {
+                w.reply.fail(ProposeError::LeadershipLost.into());
+            }
+        }
+    }
+    if st.recent.len() == RECENT_MAX {
+        st.recent.pop_front();
+    }
+    st.recent.push_back((index, term, resp));
+}
+
+fn finish<R>(w: Waiter<R>) {
+    match w.reply {
+        Reply::Commands(tx) => drop(tx.send(Ok(w.responses))),
+        Reply::Unit(tx) => drop(tx.send(Ok(()))),
+    }
+}

@@ -1,0 +1,329 @@
+//! The RESP client port: `redis-cli`, `redis-benchmark` and Redis client
+//! libraries talk to any node here.
+//!
+//! Owns the accept loop (bounded by `client_connections_max`) and the
+//! connection handler. Each read parses every complete pipelined command;
+//! consecutive data commands form a group: a group of reads only (GET, MGET,
+//! EXISTS) is served by ONE ReadIndex round then local reads, a group with
+//! any write goes through the log as ONE proposal of many entries (reads in
+//! it are answered from the log, so program order holds); every reply of the
+//! read goes out in one write. Follower nodes forward to the leader (in the
+//! core). Invariants: replies are in request order, one per request; a
+//! malformed request is answered `-ERR Protocol error` and the connection is
+//! closed; a bad command is an error reply and the connection stays usable.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tracing::{debug, warn};
+use xraft::{Commands, NodeId, ProposeError};
+use xraft_kv::resp::{split_command, Command, RaftCommand, Reply, RespLimits};
+use xraft_kv::{KvCommand, KvRequest, KvStore};
+
+use crate::config::Limits;
+use crate::error::Error;
+use crate::kv::{nodes_of, role_name, Health, KvApp};
+use crate::raft::RaftHandle;
+
+/// Accepts client connections until shutdown.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    handle: RaftHandle<KvApp>,
+    limits: Limits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(limits.client_connections_max));
+    let limits = Arc::new(limits);
+    loop {
+        let (mut stream, remote) = tokio::select! {
+            _ = shutdown.changed() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(error = %e, "client accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
+            continue;
+        };
+        let (handle, limits, mut shutdown) =
+            (handle.clone(), Arc::clone(&limits), shutdown.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.changed() => {}
+                r = connection(stream, &handle, &limits) => {
+                    if let Err(e) = r {
+                        debug!(%remote, error = %e, "client connection closed");
+                    }
+                }
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn connection(
+    mut s: TcpStream,
+    handle: &RaftHandle<KvApp>,
+    limits: &Limits,
+) -> std::io::Result<()> {
+    s.set_nodelay(true)?;
+    let mut buf = BytesMut::with_capacity(16 << 10);
+    let mut out = Vec::with_capacity(16 << 10);
+    let mut items = Vec::new();
+    loop {
+        if buf.capacity() - buf.len() < 4 << 10 {
+            buf.reserve(16 << 10);
+        }
+        if s.read_buf(&mut buf).await? == 0 {
+            return Ok(());
+        }
+        let mut close = false;
+        loop {
+            match split_command(&mut buf, &limits.resp) {
+                Ok(Some(args)) => items.push(Command::parse(&args).map_err(|e| e.to_reply())),
+                Ok(None) => break,
+                Err(e) => {
+                    warn!(error = %e, "malformed client request; closing the connection");
+                    items.push(Err(e.to_reply()));
+                    close = true;
+                    break;
+                }
+            }
+        }
+        close |= execute(handle, &limits.resp, &mut items, &mut out).await;
+        if !out.is_empty() {
+            s.write_all(&out).await?;
+            out.clear();
+        }
+        if close {
+            return Ok(());
+        }
+    }
+}
+
+/// Runs parsed commands in order, appending their replies to `out`; returns
+/// whether the connection should close (QUIT).
+async fn execute(
+    handle: &RaftHandle<KvApp>,
+    limits: &RespLimits,
+    items: &mut Vec<Result<Command, Reply>>,
+    out: &mut Vec<u8>,
+) -> bool {
+    let _ = limits;
+    let mut group: Vec<KvCommand> = Vec::new();
+    let mut quit = false;
+    for item in items.drain(..) {
+        if quit {
+            continue;
+        }
+        match item {
+            Ok(cmd) => match cmd.to_kv() {
+                Some(kv) => group.push(kv),
+                None => {
+                    run_group(handle, &mut group, out).await;
+                    quit = matches!(cmd, Command::Quit);
+                    admin(handle, cmd).await.encode(out);
+                }
+            },
+            Err(reply) => {
+                run_group(handle, &mut group, out).await;
+                reply.encode(out);
+            }
+        }
+    }
+    run_group(handle, &mut group, out).await;
+    quit
+}
+
+/// Most commands in one proposal (the core's `propose_entries_max`).
+const GROUP_COMMANDS_MAX: usize = 5_000;
+
+async fn run_group(handle: &RaftHandle<KvApp>, group: &mut Vec<KvCommand>, out: &mut Vec<u8>) {
+    while !group.is_empty() {
+        let n = group.len().min(GROUP_COMMANDS_MAX);
+        let part: Vec<KvCommand> = group.drain(..n).collect();
+        if part.iter().all(|c| !c.is_write()) {
+            let r = handle
+                .read_linear(move |app, _| {
+                    part.iter().map(|c| read(app.store(), c)).collect::<Vec<Reply>>()
+                })
+                .await;
+            match r {
+                Ok(replies) => replies.iter().for_each(|r| r.encode(out)),
+                Err(e) => repeat(&error_reply(&e), n, out),
+            }
+        } else {
+            let commands: Commands = part.into_iter().map(|c| KvRequest::new(c).encode()).collect();
+            match handle.propose_batch(commands, true).await {
+                Ok(responses) => responses.into_iter().for_each(|r| Reply::from(r).encode(out)),
+                Err(e) => repeat(&error_reply(&e), n, out),
+            }
+        }
+    }
+}
+
+fn repeat(reply: &Reply, n: usize, out: &mut Vec<u8>) {
+    for _ in 0..n {
+        reply.encode(out);
+    }
+}
+
+/// A read command served from the local store (after ReadIndex).
+fn read(store: &KvStore, c: &KvCommand) -> Reply {
+    match c {
+        KvCommand::Get { key } => store.get(key).cloned().map_or(Reply::Null, Reply::Bulk),
+        KvCommand::MGet { keys } => Reply::Array(
+            store.mget(keys).into_iter().map(|v| v.map_or(Reply::Null, Reply::Bulk)).collect(),
+        ),
+        KvCommand::Exists { keys } => {
+            Reply::Integer(keys.iter().filter(|k| store.exists(k)).count() as i64)
+        }
+        _ => Reply::Error("ERR not a read command".into()),
+    }
+}
+
+/// The Redis error reply for a runtime error.
+pub(crate) fn error_reply(e: &Error) -> Reply {
+    let text = match e {
+        Error::Propose(p) => match p {
+            ProposeError::NotLeader { leader_hint: Some(l) } => {
+                format!("NOTLEADER this node does not lead; the leader is node {l}")
+            }
+            ProposeError::NotLeader { leader_hint: None } => {
+                "NOTLEADER this node does not lead; the leader is unknown".into()
+            }
+            ProposeError::NoLeader => "NOLEADER no leader elected; retry later".into(),
+            ProposeError::Timeout => "TIMEOUT request timed out; outcome unknown".into(),
+            ProposeError::ConfigInFlight => {
+                "CONFIGINFLIGHT a configuration change is in flight; retry later".into()
+            }
+            other => format!("ERR {other}"),
+        },
+        other => format!("ERR {other}"),
+    };
+    Reply::Error(text)
+}
+
+/// Commands other than data commands.
+async fn admin(handle: &RaftHandle<KvApp>, cmd: Command) -> Reply {
+    if let Some(r) = cmd.local_reply() {
+        return r;
+    }
+    let ok = |r: crate::error::Result<()>| match r {
+        Ok(()) => Reply::ok(),
+        Err(e) => error_reply(&e),
+    };
+    let addr = |a: &bytes::Bytes| String::from_utf8_lossy(a).into_owned();
+    match cmd {
+        Command::Info(_) => match handle.report().await {
+            Ok(r) => Reply::Bulk(info_text(&r).into()),
+            Err(e) => error_reply(&e),
+        },
+        Command::Raft(raft) => match raft {
+            RaftCommand::AddNode { id, addr: a } => ok(handle.add_node(id, addr(&a)).await),
+            RaftCommand::AddLearner { id, addr: a } => ok(handle.add_learner(id, addr(&a)).await),
+            RaftCommand::Promote(id) => ok(handle.promote(id).await),
+            RaftCommand::RemoveNode(id) => ok(handle.remove_node(id).await),
+            RaftCommand::Transfer(id) => ok(handle.transfer_leadership(id).await),
+            RaftCommand::Info => match handle.report().await {
+                Ok(r) => Reply::Bulk(health_text(&Health::of(&r)).into()),
+                Err(e) => error_reply(&e),
+            },
+            RaftCommand::Nodes => match handle.report().await {
+                Ok(r) => Reply::Array(
+                    nodes_of(&r)
+                        .into_iter()
+                        .map(|n| {
+                            let kind = if n.voter { "voter" } else { "learner" };
+                            let lead = if n.leader { " leader" } else { "" };
+                            Reply::Bulk(format!("{} {} {kind}{lead}", n.id, n.addr).into())
+                        })
+                        .collect(),
+                ),
+                Err(e) => error_reply(&e),
+            },
+        },
+        _ => Reply::Error("ERR command not handled".into()),
+    }
+}
+
+fn health_text(h: &Health) -> String {
+    format!(
+        "node_id:{}\r\nrole:{}\r\nterm:{}\r\nleader_id:{}\r\ncluster_size:{}\r\ncommit_index:{}\r\n\
+         last_applied:{}\r\nbehind:{}\r\nhealthy:{}\r\nuptime_in_seconds:{}\r\n",
+        h.node_id,
+        h.role,
+        h.term,
+        h.leader.map_or_else(|| "none".to_owned(), |l| l.to_string()),
+        h.cluster_size,
+        h.commit_index,
+        h.last_applied,
+        h.behind,
+        h.healthy,
+        h.uptime.as_secs()
+    )
+}
+
+/// `INFO`: server, raft and metrics sections, Redis style.
+pub(crate) fn info_text(r: &crate::node::Report) -> String {
+    use std::fmt::Write;
+    let s = &r.status;
+    let m = &s.metrics;
+    let mut t = String::with_capacity(1024);
+    let _ = write!(
+        t,
+        "# Server\r\nxraft_version:{}\r\nnode_id:{}\r\nuptime_in_seconds:{}\r\n\r\n",
+        env!("CARGO_PKG_VERSION"),
+        s.id,
+        r.uptime.as_secs()
+    );
+    let leader = s.leader.map_or_else(|| "none".to_owned(), |l: NodeId| l.to_string());
+    let _ = write!(
+        t,
+        "# Raft\r\nrole:{}\r\nterm:{}\r\nleader_id:{leader}\r\ncommit_index:{}\r\nlast_applied:{}\r\n\
+         last_index:{}\r\ndurable_index:{}\r\nsnapshot_index:{}\r\nlog_entries:{}\r\nvoters:{}\r\n\
+         learners:{}\r\n\r\n",
+        role_name(s.role),
+        s.term,
+        s.commit,
+        s.applied,
+        s.last_index,
+        s.durable_index,
+        s.snapshot_index,
+        s.log_entries,
+        join(s.membership.voters.iter()),
+        join(s.membership.learners.iter()),
+    );
+    let _ = write!(
+        t,
+        "# Metrics\r\nproposals_total:{}\r\nproposals_ok:{}\r\nproposals_failed:{}\r\n\
+         proposals_forwarded:{}\r\nappends_sent:{}\r\nappends_received:{}\r\n\
+         elections_started:{}\r\nelections_won:{}\r\nsnapshots_taken:{}\r\n\
+         snapshots_installed:{}\r\nread_index_requests:{}\r\nmessages_dropped:{}\r\n",
+        m.proposals_total,
+        m.proposals_ok,
+        m.proposals_failed,
+        m.forwarded,
+        m.appends_sent,
+        m.appends_received,
+        m.elections_started,
+        m.elections_won,
+        m.snapshots_taken,
+        m.snapshots_installed,
+        m.read_index_requests,
+        r.messages_dropped,
+    );
+    t
+}
+
+fn join<'a>(ids: impl Iterator<Item = &'a NodeId>) -> String {
+    ids.map(|i| i.to_string()).collect::<Vec<_>>().join(",")
+}

@@ -1,0 +1,388 @@
+//! The node task: the one owner of the core [`Node`].
+//!
+//! Owns the select loop that feeds the node its inputs (ticks, peer
+//! messages, requests, durability and apply reports, snapshot results) and
+//! carries out every output in the order given. Invariants: the node is
+//! stepped only here; each wake-up steps at most `inputs_per_wakeup_max`
+//! inputs of each kind, then handles all outputs in order; every request
+//! gets exactly one answer (the core guarantees one outcome per request; a
+//! stop answers the rest with `Stopped`); writes go to the disk thread in
+//! emission order; apply-side work goes to the apply task through one FIFO.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hashbrown::HashMap;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, error, info, warn};
+use xraft::{
+    Input, LogIndex, MembershipChange, Node, NodeId, Output, PersistId, PersistWrite, ProposeError,
+    RequestId, Role, Status,
+};
+use xraft_storage::SnapshotReader;
+
+use crate::apply::{Application, ApplyJob, LocalFn, ReadFn, Reply};
+use crate::disk::DiskJob;
+use crate::error::{Error, Result};
+use crate::transport::{Inbound, Peers};
+
+/// Reports to the node task from the disk thread, the apply task and
+/// snapshot helpers. Unbounded, but bounded in practice: each answers a job
+/// the node task sent through a bounded queue.
+pub(crate) enum Event {
+    Input(Input),
+    Fatal(String),
+}
+
+/// What handles ask of the node task.
+pub(crate) enum Request<A: Application> {
+    Propose {
+        commands: xraft::Commands,
+        forward: bool,
+        reply: oneshot::Sender<Result<Vec<A::Response>>>,
+    },
+    Read {
+        f: ReadFn<A>,
+    },
+    Local(LocalFn<A>),
+    Change {
+        change: MembershipChange,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Transfer {
+        target: NodeId,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Status(oneshot::Sender<Report>),
+}
+
+/// A status report with the runtime's own counters.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The core's status.
+    pub status: Status,
+    /// Peer messages dropped (full queue or unknown address).
+    pub messages_dropped: u64,
+    /// Time since the node started.
+    pub uptime: Duration,
+}
+
+enum Pending<A: Application> {
+    Propose(oneshot::Sender<Result<Vec<A::Response>>>),
+    Change(oneshot::Sender<Result<()>>),
+    Read(ReadFn<A>),
+    Transfer(oneshot::Sender<Result<()>>),
+}
+
+pub(crate) struct NodeTask<A: Application> {
+    pub node: Node,
+    pub tick: Duration,
+    pub inputs_per_wakeup_max: usize,
+    pub peers: Peers,
+    pub requests: mpsc::Receiver<Request<A>>,
+    pub inbound: mpsc::Receiver<Inbound>,
+    pub events_tx: mpsc::UnboundedSender<Event>,
+    pub persisted: watch::Receiver<PersistId>,
+    pub applied: watch::Receiver<LogIndex>,
+    pub disk: mpsc::Sender<DiskJob>,
+    pub apply: mpsc::Sender<ApplyJob<A>>,
+    pub shutdown: watch::Receiver<bool>,
+    pub started: Instant,
+    pub snap_reader: Arc<std::sync::Mutex<Option<Arc<SnapshotReader>>>>,
+}
+
+// The Event receiver is unbounded; this alias keeps the field type readable.
+pub(crate) type EventRx = mpsc::UnboundedReceiver<Event>;
+
+impl<A: Application> NodeTask<A> {
+    /// Runs until shutdown or a fatal error; returns why it stopped.
+    pub(crate) async fn run(self, mut events: EventRx) -> Result<(), String> {
+        let mut s = Loop {
+            node: self.node,
+            out: Vec::with_capacity(256),
+            pending: HashMap::new(),
+            next_request: 0,
+            writes: Vec::new(),
+            locals: Vec::new(),
+            peers: self.peers,
+            disk: self.disk,
+            apply: self.apply,
+            events_tx: self.events_tx,
+            started: self.started,
+            snap_reader: self.snap_reader,
+        };
+        let (mut requests, mut inbound) = (self.requests, self.inbound);
+        let (mut persisted, mut applied, mut shutdown) =
+            (self.persisted, self.applied, self.shutdown);
+        let cap = self.inputs_per_wakeup_max;
+        let mut tick = tokio::time::interval(self.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reqs = Vec::with_capacity(cap);
+        let mut msgs = Vec::with_capacity(cap);
+        let result = loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break Ok(()),
+                ev = events.recv() => match ev {
+                    Some(Event::Input(i)) => s.step(i),
+                    Some(Event::Fatal(e)) => break Err(e),
+                    None => break Ok(()),
+                },
+                Ok(()) = persisted.changed() => {
+                    let through = *persisted.borrow_and_update();
+                    s.step(Input::Persisted { through });
+                }
+                Ok(()) = applied.changed() => {
+                    let index = *applied.borrow_and_update();
+                    s.step(Input::Applied { index });
+                }
+                _ = tick.tick() => s.step(Input::Tick),
+                n = inbound.recv_many(&mut msgs, cap) => {
+                    if n == 0 { break Ok(()); }
+                    for m in msgs.drain(..) { s.inbound(m); }
+                }
+                n = requests.recv_many(&mut reqs, cap) => {
+                    if n == 0 { break Ok(()); }
+                    for r in reqs.drain(..) { s.request(r); }
+                }
+            }
+            if s.flush().await.is_err() {
+                break Err("the disk thread or apply task stopped".into());
+            }
+        };
+        // Every waiting caller hears that the node stopped.
+        for (_, p) in s.pending.drain() {
+            match p {
+                Pending::Propose(tx) => drop(tx.send(Err(Error::Stopped))),
+                Pending::Change(tx) | Pending::Transfer(tx) => drop(tx.send(Err(Error::Stopped))),
+                Pending::Read(f) => f(Err(Error::Stopped)),
+            }
+        }
+        result
+    }
+}
+
+struct Loop<A: Application> {
+    node: Node,
+    out: Vec<Output>,
+    pending: HashMap<RequestId, Pending<A>>,
+    next_request: u64,
+    writes: Vec<PersistWrite>,
+    locals: Vec<LocalFn<A>>,
+    peers: Peers,
+    disk: mpsc::Sender<DiskJob>,
+    apply: mpsc::Sender<ApplyJob<A>>,
+    events_tx: mpsc::UnboundedSender<Event>,
+    started: Instant,
+    snap_reader: Arc<std::sync::Mutex<Option<Arc<SnapshotReader>>>>,
+}
+
+impl<A: Application> Loop<A> {
+    fn step(&mut self, input: Input) {
+        self.node.step_into(input, &mut self.out);
+    }
+
+    fn request_id(&mut self) -> RequestId {
+        self.next_request += 1;
+        RequestId(self.next_request)
+    }
+
+    fn inbound(&mut self, m: Inbound) {
+        match m {
+            Inbound::Message(msg) => self.step(Input::Message(msg)),
+            Inbound::Hello { from, addr } => self.peers.learn(from, addr),
+        }
+    }
+
+    fn request(&mut self, r: Request<A>) {
+        match r {
+            Request::Propose { commands, forward, reply } => {
+                if !forward && self.node.role() != Role::Leader {
+                    let e = ProposeError::NotLeader { leader_hint: self.node.leader() };
+                    let _ = reply.send(Err(e.into()));
+                    return;
+                }
+                let request = self.request_id();
+                self.pending.insert(request, Pending::Propose(reply));
+                self.step(Input::Propose { request, commands });
+            }
+            Request::Read { f } => {
+                let request = self.request_id();
+                self.pending.insert(request, Pending::Read(f));
+                self.step(Input::ReadIndex { request });
+            }
+            // A local read sees the state as it is; it goes to the apply
+            // task after this wake-up's outputs.
+            Request::Local(f) => self.locals.push(f),
+            Request::Change { change, reply } => {
+                let request = self.request_id();
+                self.pending.insert(request, Pending::Change(reply));
+                self.step(Input::ChangeMembership { request, change });
+            }
+            Request::Transfer { target, reply } => {
+                let request = self.request_id();
+                self.pending.insert(request, Pending::Transfer(reply));
+                self.step(Input::TransferLeadership { request, target });
+            }
+            Request::Status(reply) => {
+                let _ = reply.send(Report {
+                    status: self.node.status(),
+                    messages_dropped: self.peers.dropped,
+                    uptime: self.started.elapsed(),
+                });
+            }
+        }
+    }
+}
+
+impl<A: Application> Loop<A> {
+    /// Carries out every output gathered this wake-up, in order. Fails only
+    /// if the disk thread or the apply task is gone.
+    async fn flush(&mut self) -> Result<(), ()> {
+        let mut out = std::mem::take(&mut self.out);
+        for o in out.drain(..) {
+            self.output(o).await?;
+        }
+        self.out = out;
+        if !self.writes.is_empty() {
+            let writes = std::mem::take(&mut self.writes);
+            self.disk.send(DiskJob::Persist(writes)).await.map_err(|_| ())?;
+        }
+        for f in self.locals.drain(..) {
+            self.apply.send(ApplyJob::Run(f)).await.map_err(|_| ())?;
+        }
+        Ok(())
+    }
+
+    async fn output(&mut self, o: Output) -> Result<(), ()> {
+        match o {
+            Output::Send(msg) => {
+                let node = &self.node;
+                self.peers.send(msg, |id| node.status().membership.addrs.get(&id).cloned());
+            }
+            // Gathered and sent as one job after this wake-up's outputs: the
+            // disk thread makes them durable in this order, in one fsync.
+            Output::Persist(w) => self.writes.push(w),
+            Output::Apply { entries } => self.to_apply(ApplyJob::Apply(entries)).await?,
+            Output::Proposed { request, term, first, last } => {
+                let reply = match self.pending.remove(&request) {
+                    Some(Pending::Propose(tx)) => Reply::Commands(tx),
+                    Some(Pending::Change(tx)) => Reply::Unit(tx),
+                    Some(other) => {
+                        self.mismatch(request, other);
+                        return Ok(());
+                    }
+                    None => return Ok(()),
+                };
+                self.to_apply(ApplyJob::Wait { term, first, last, reply }).await?;
+            }
+            Output::Rejected { request, error } => match self.pending.remove(&request) {
+                Some(Pending::Propose(tx)) => drop(tx.send(Err(error.into()))),
+                Some(Pending::Change(tx)) | Some(Pending::Transfer(tx)) => {
+                    drop(tx.send(Err(error.into())))
+                }
+                Some(Pending::Read(f)) => f(Err(error.into())),
+                None => {}
+            },
+            Output::ReadReady { request, index } => match self.pending.remove(&request) {
+                Some(Pending::Read(f)) => self.to_apply(ApplyJob::Read { index, f }).await?,
+                Some(other) => self.mismatch(request, other),
+                None => {}
+            },
+            Output::Completed { request } => match self.pending.remove(&request) {
+                Some(Pending::Transfer(tx)) => drop(tx.send(Ok(()))),
+                Some(other) => self.mismatch(request, other),
+                None => {}
+            },
+            Output::TakeSnapshot { meta } => self.to_apply(ApplyJob::TakeSnapshot(meta)).await?,
+            Output::RestoreSnapshot { meta } => self.to_apply(ApplyJob::Restore(meta)).await?,
+            Output::ReadSnapshotChunk { to, index, offset, max_bytes } => {
+                self.read_chunk(to, index, offset, max_bytes)
+            }
+            Output::RoleChanged { role, term, leader } => {
+                info!(
+                    node = self.node.id().0,
+                    ?role,
+                    term = term.0,
+                    leader = leader.map(|l| l.0),
+                    "role changed"
+                );
+                self.peers.update_addrs(&self.node.status().membership.addrs);
+            }
+            other => debug!(?other, "unhandled output"),
+        }
+        Ok(())
+    }
+
+    async fn to_apply(&mut self, job: ApplyJob<A>) -> Result<(), ()> {
+        self.apply.send(job).await.map_err(|_| ())
+    }
+
+    fn mismatch(&mut self, request: RequestId, p: Pending<A>) {
+        // The core answers each request with its kind's outcome; anything
+        // else is a bug, reported to the caller rather than panicking.
+        error!(?request, "request answered with an outcome of another kind");
+        let e = || Error::Unexpected("mismatched outcome".into());
+        match p {
+            Pending::Propose(tx) => drop(tx.send(Err(e()))),
+            Pending::Change(tx) | Pending::Transfer(tx) => drop(tx.send(Err(e()))),
+            Pending::Read(f) => f(Err(e())),
+        }
+    }
+
+    /// Reads a chunk of the latest durable snapshot on a blocking thread and
+    /// feeds it back as `Input::SnapshotChunk`. A reader is kept for the
+    /// snapshot being sent, so each chunk is one positioned read.
+    fn read_chunk(&mut self, to: NodeId, index: LogIndex, offset: u64, max_bytes: usize) {
+        let (disk, events, cache) =
+            (self.disk.clone(), self.events_tx.clone(), Arc::clone(&self.snap_reader));
+        tokio::spawn(async move {
+            let cached = cache.lock().ok().and_then(|c| c.clone());
+            let reader = match cached.filter(|r| index.0 != 0 && r.meta().index == index) {
+                Some(r) => r,
+                None => {
+                    let (tx, rx) = oneshot::channel();
+                    if disk.send(DiskJob::Reader { reply: tx }).await.is_err() {
+                        return;
+                    }
+                    match rx.await {
+                        Ok(Ok(Some(r))) => {
+                            let r = Arc::new(r);
+                            if let Ok(mut c) = cache.lock() {
+                                *c = Some(Arc::clone(&r));
+                            }
+                            r
+                        }
+                        Ok(Ok(None)) => {
+                            warn!(to = to.0, "asked for a snapshot chunk but none is durable");
+                            return;
+                        }
+                        Ok(Err(e)) => {
+                            warn!(error = %e, "snapshot not readable");
+                            return;
+                        }
+                        Err(_) => return,
+                    }
+                }
+            };
+            let offset = if reader.meta().index == index { offset } else { 0 };
+            let r2 = Arc::clone(&reader);
+            let data = tokio::task::spawn_blocking(move || r2.read_chunk(offset, max_bytes)).await;
+            match data {
+                Ok(Ok(data)) => {
+                    let done = offset + data.len() as u64 >= reader.data_len();
+                    let _ = events.send(Event::Input(Input::SnapshotChunk {
+                        to,
+                        meta: reader.meta().clone(),
+                        offset,
+                        data: Bytes::from(data),
+                        done,
+                    }));
+                }
+                Ok(Err(e)) => warn!(error = %e, "snapshot chunk not readable"),
+                Err(e) => warn!(error = %e, "snapshot chunk task failed"),
+            }
+        });
+    }
+}

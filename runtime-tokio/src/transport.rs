@@ -1,0 +1,376 @@
+//! The peer transport: TCP, one outbound connection per peer, the core's
+//! framed wire format after a handshake.
+//!
+//! Owns dialing (with backoff), the handshake, per-peer writer tasks with
+//! bounded queues and batched writes, and the listener whose connections
+//! feed inbound messages to the node task.
+//!
+//! Handshake (dialer first, all integers little endian):
+//! `"XRFTPEER" | version u16 | cluster u64 | from u64 | to u64 | len u16 |
+//! advertised address (len bytes)`; the listener answers `"XRFTPEER" |
+//! version u16 | cluster u64 | its id u64 | status u8 | len u16 | reason`.
+//! A wrong magic, version, cluster or node id is refused with the reason
+//! logged on both sides. After it, the dialer only writes frames and the
+//! listener only reads them. Invariants: a frame's length is checked against
+//! `frame_bytes_max` before it is buffered; any bad frame closes that
+//! connection with a logged reason and nothing else; a full peer queue drops
+//! the message (Raft tolerates loss); nothing here blocks the node task.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+use xraft::wire::{decode_frame, encode_frame};
+use xraft::{Message, NodeId};
+
+/// Handshake magic.
+pub const PEER_MAGIC: [u8; 8] = *b"XRFTPEER";
+/// Peer protocol version.
+pub const PEER_PROTOCOL_VERSION: u16 = 1;
+/// Longest advertised address or refusal reason in a handshake.
+const HANDSHAKE_TEXT_MAX: usize = 256;
+const BACKOFF_MIN: Duration = Duration::from_millis(20);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// What the listener hands the node task.
+pub(crate) enum Inbound {
+    /// A peer connected and said where it can be reached.
+    Hello { from: NodeId, addr: String },
+    /// A message from a peer.
+    Message(Message),
+}
+
+/// Settings shared by every connection.
+#[derive(Clone, Debug)]
+pub(crate) struct TransportConfig {
+    pub me: NodeId,
+    pub cluster_id: u64,
+    pub advertise: String,
+    pub frame_bytes_max: usize,
+    pub handshake_timeout: Duration,
+    pub queue_max: usize,
+    pub write_batch_bytes_max: usize,
+}
+
+/// The node task's side: one bounded queue per peer.
+pub(crate) struct Peers {
+    cfg: TransportConfig,
+    peers: BTreeMap<NodeId, Peer>,
+    /// Addresses learned from configuration and handshakes.
+    addrs: BTreeMap<NodeId, String>,
+    shutdown: watch::Receiver<bool>,
+    /// Messages dropped because a queue was full or the peer unknown.
+    pub dropped: u64,
+}
+
+struct Peer {
+    addr: String,
+    tx: mpsc::Sender<Message>,
+}
+
+impl Peers {
+    pub fn new(
+        cfg: TransportConfig,
+        addrs: BTreeMap<NodeId, String>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Peers { cfg, peers: BTreeMap::new(), addrs, shutdown, dropped: 0 }
+    }
+
+    /// Queues `msg` for its peer; `lookup` resolves an unknown address (from
+    /// the replicated membership). Never waits.
+    pub fn send(&mut self, msg: Message, lookup: impl FnOnce(NodeId) -> Option<String>) {
+        let to = msg.to;
+        if !self.peers.contains_key(&to) {
+            let addr = match self.addrs.get(&to) {
+                Some(a) => a.clone(),
+                None => match lookup(to) {
+                    Some(a) => {
+                        self.addrs.insert(to, a.clone());
+                        a
+                    }
+                    None => {
+                        self.dropped += 1;
+                        debug!(to = to.0, "no address for peer; message dropped");
+                        return;
+                    }
+                },
+            };
+            self.start(to, addr);
+        }
+        let peer = self.peers.get(&to).expect("started above");
+        if peer.tx.try_send(msg).is_err() {
+            self.dropped += 1;
+        }
+    }
+
+    /// A peer announced its address in a handshake.
+    pub fn learn(&mut self, id: NodeId, addr: String) {
+        if id == self.cfg.me || addr.is_empty() {
+            return;
+        }
+        if self.peers.get(&id).is_some_and(|p| p.addr != addr) {
+            info!(peer = id.0, addr = %addr, "peer address changed; reconnecting");
+            self.peers.remove(&id);
+        }
+        self.addrs.insert(id, addr);
+    }
+
+    /// Updates addresses from the membership in force; stops writers to
+    /// peers whose address changed.
+    pub fn update_addrs(&mut self, addrs: &BTreeMap<NodeId, String>) {
+        for (id, addr) in addrs {
+            self.learn(*id, addr.clone());
+        }
+    }
+
+    fn start(&mut self, to: NodeId, addr: String) {
+        let (tx, rx) = mpsc::channel(self.cfg.queue_max);
+        let cfg = self.cfg.clone();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(writer(cfg, to, addr.clone(), rx, shutdown));
+        self.peers.insert(to, Peer { addr, tx });
+    }
+}
+
+/// Dials `to`, handshakes, and writes queued messages in batches; redials
+/// with backoff after any failure. Ends when the queue's sender is dropped
+/// or on shutdown.
+async fn writer(
+    cfg: TransportConfig,
+    to: NodeId,
+    addr: String,
+    mut rx: mpsc::Receiver<Message>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = BACKOFF_MIN;
+    let mut buf = Vec::with_capacity(64 << 10);
+    let mut failures = 0u32;
+    loop {
+        let dial = tokio::time::timeout(cfg.handshake_timeout, dial(&cfg, to, &addr));
+        let mut stream = tokio::select! {
+            _ = shutdown.changed() => return,
+            r = dial => match r.unwrap_or_else(|_| Err("handshake timed out".into())) {
+                Ok(s) => s,
+                Err(reason) => {
+                    failures += 1;
+                    if failures == 1 || failures.is_multiple_of(50) {
+                        info!(peer = to.0, %addr, %reason, failures, "cannot reach peer");
+                    } else {
+                        debug!(peer = to.0, %addr, %reason, "cannot reach peer");
+                    }
+                    // Messages queued meanwhile are stale: drop them.
+                    while rx.try_recv().is_ok() {}
+                    if rx.is_closed() {
+                        return;
+                    }
+                    tokio::select! {
+                        _ = shutdown.changed() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            },
+        };
+        if failures > 0 {
+            info!(peer = to.0, %addr, "connected to peer");
+        }
+        failures = 0;
+        backoff = BACKOFF_MIN;
+        loop {
+            let msg = tokio::select! {
+                _ = shutdown.changed() => return,
+                m = rx.recv() => match m { Some(m) => m, None => return },
+            };
+            buf.clear();
+            encode_frame(&msg, &mut buf);
+            while buf.len() < cfg.write_batch_bytes_max {
+                match rx.try_recv() {
+                    Ok(m) => encode_frame(&m, &mut buf),
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = stream.write_all(&buf).await {
+                debug!(peer = to.0, error = %e, "peer write failed; reconnecting");
+                break;
+            }
+        }
+    }
+}
+
+async fn dial(cfg: &TransportConfig, to: NodeId, addr: &str) -> Result<TcpStream, String> {
+    let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    s.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut hello = Vec::with_capacity(64);
+    hello.extend_from_slice(&PEER_MAGIC);
+    hello.extend_from_slice(&PEER_PROTOCOL_VERSION.to_le_bytes());
+    hello.extend_from_slice(&cfg.cluster_id.to_le_bytes());
+    hello.extend_from_slice(&cfg.me.0.to_le_bytes());
+    hello.extend_from_slice(&to.0.to_le_bytes());
+    let advertise = &cfg.advertise.as_bytes()[..cfg.advertise.len().min(HANDSHAKE_TEXT_MAX)];
+    hello.extend_from_slice(&(advertise.len() as u16).to_le_bytes());
+    hello.extend_from_slice(advertise);
+    s.write_all(&hello).await.map_err(|e| e.to_string())?;
+    let mut fixed = [0u8; 29];
+    s.read_exact(&mut fixed).await.map_err(|e| format!("no handshake answer: {e}"))?;
+    if fixed[0..8] != PEER_MAGIC {
+        return Err("peer answered with a bad magic".into());
+    }
+    let status = fixed[26];
+    let len = u16::from_le_bytes([fixed[27], fixed[28]]) as usize;
+    if status != 0 {
+        let mut reason = vec![0u8; len.min(HANDSHAKE_TEXT_MAX)];
+        let _ = s.read_exact(&mut reason).await;
+        return Err(format!("refused by peer: {}", String::from_utf8_lossy(&reason)));
+    }
+    let id = u64::from_le_bytes(fixed[18..26].try_into().expect("8 bytes"));
+    if id != to.0 {
+        return Err(format!("expected node {} but reached node {id}", to.0));
+    }
+    Ok(s)
+}
+
+/// Accepts peer connections until shutdown.
+pub(crate) async fn listen(
+    cfg: TransportConfig,
+    listener: TcpListener,
+    inbound: mpsc::Sender<Inbound>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, remote) = tokio::select! {
+            _ = shutdown.changed() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(error = %e, "peer accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let (cfg, inbound, mut shutdown) = (cfg.clone(), inbound.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.changed() => {}
+                r = serve_peer(&cfg, stream, &inbound) => {
+                    if let Err(reason) = r {
+                        warn!(node = cfg.me.0, %remote, %reason, "closed peer connection");
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Handshakes, then reads frames until the peer closes or sends garbage.
+async fn serve_peer(
+    cfg: &TransportConfig,
+    mut s: TcpStream,
+    inbound: &mpsc::Sender<Inbound>,
+) -> Result<(), String> {
+    let _ = s.set_nodelay(true);
+    let hello = tokio::time::timeout(cfg.handshake_timeout, read_hello(cfg, &mut s)).await;
+    let (from, addr) = match hello.unwrap_or_else(|_| Err("handshake timed out".into())) {
+        Ok(h) => h,
+        Err(reason) => {
+            let _ = refuse(cfg, &mut s, &reason).await;
+            return Err(format!("handshake refused: {reason}"));
+        }
+    };
+    let mut answer = Vec::with_capacity(32);
+    answer.extend_from_slice(&PEER_MAGIC);
+    answer.extend_from_slice(&PEER_PROTOCOL_VERSION.to_le_bytes());
+    answer.extend_from_slice(&cfg.cluster_id.to_le_bytes());
+    answer.extend_from_slice(&cfg.me.0.to_le_bytes());
+    answer.push(0);
+    answer.extend_from_slice(&0u16.to_le_bytes());
+    s.write_all(&answer).await.map_err(|e| e.to_string())?;
+    debug!(node = cfg.me.0, peer = from.0, %addr, "peer connected");
+    if inbound.send(Inbound::Hello { from, addr }).await.is_err() {
+        return Ok(());
+    }
+    let mut buf = BytesMut::with_capacity(64 << 10);
+    loop {
+        loop {
+            match decode_frame(&buf, cfg.frame_bytes_max) {
+                Ok(Some((msg, used))) => {
+                    buf.advance(used);
+                    if msg.from != from || msg.to != cfg.me {
+                        return Err(format!(
+                            "message from {:?} to {:?} on the connection of {from:?}",
+                            msg.from, msg.to
+                        ));
+                    }
+                    if inbound.send(Inbound::Message(msg)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => return Err(format!("bad frame from {from:?}: {e}")),
+            }
+        }
+        if buf.capacity() - buf.len() < 16 << 10 {
+            buf.reserve(64 << 10);
+        }
+        match s.read_buf(&mut buf).await {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+async fn read_hello(cfg: &TransportConfig, s: &mut TcpStream) -> Result<(NodeId, String), String> {
+    let mut fixed = [0u8; 36];
+    s.read_exact(&mut fixed[..8]).await.map_err(|e| format!("no handshake: {e}"))?;
+    if fixed[0..8] != PEER_MAGIC {
+        return Err("not an xraft peer (bad magic)".into());
+    }
+    s.read_exact(&mut fixed[8..]).await.map_err(|e| format!("short handshake: {e}"))?;
+    let le64 = |at: usize| u64::from_le_bytes(fixed[at..at + 8].try_into().expect("8 bytes"));
+    let version = u16::from_le_bytes([fixed[8], fixed[9]]);
+    let (cluster, from, to) = (le64(10), le64(18), le64(26));
+    if version != PEER_PROTOCOL_VERSION {
+        return Err(format!(
+            "peer protocol version {version}, this node speaks {PEER_PROTOCOL_VERSION}"
+        ));
+    }
+    if cluster != cfg.cluster_id {
+        return Err(format!(
+            "peer is in cluster {cluster}, this node in cluster {}",
+            cfg.cluster_id
+        ));
+    }
+    if to != cfg.me.0 {
+        return Err(format!("peer dialed node {to}, this is node {}", cfg.me.0));
+    }
+    if from == 0 || from == cfg.me.0 {
+        return Err(format!("peer claims the invalid id {from}"));
+    }
+    let len = u16::from_le_bytes([fixed[34], fixed[35]]) as usize;
+    if len > HANDSHAKE_TEXT_MAX {
+        return Err(format!("advertised address of {len} bytes is too long"));
+    }
+    let mut addr = vec![0u8; len];
+    s.read_exact(&mut addr).await.map_err(|e| format!("short handshake: {e}"))?;
+    Ok((NodeId(from), String::from_utf8_lossy(&addr).into_owned()))
+}
+
+async fn refuse(cfg: &TransportConfig, s: &mut TcpStream, reason: &str) -> std::io::Result<()> {
+    let reason = &reason.as_bytes()[..reason.len().min(HANDSHAKE_TEXT_MAX)];
+    let mut answer = Vec::with_capacity(32 + reason.len());
+    answer.extend_from_slice(&PEER_MAGIC);
+    answer.extend_from_slice(&PEER_PROTOCOL_VERSION.to_le_bytes());
+    answer.extend_from_slice(&cfg.cluster_id.to_le_bytes());
+    answer.extend_from_slice(&cfg.me.0.to_le_bytes());
+    answer.push(1);
+    answer.extend_from_slice(&(reason.len() as u16).to_le_bytes());
+    answer.extend_from_slice(reason);
+    s.write_all(&answer).await
+}
