@@ -165,6 +165,8 @@ pub struct Stats {
     pub events: u64,
     /// Messages sent by nodes.
     pub msgs_sent: u64,
+    /// Requests sent (messages that are not answers): the lab's RPC count.
+    pub requests_sent: u64,
     /// Messages delivered.
     pub msgs_delivered: u64,
     /// Messages dropped by random loss.
@@ -216,6 +218,7 @@ impl Stats {
         sum!(
             events,
             msgs_sent,
+            requests_sent,
             msgs_delivered,
             msgs_lost,
             msgs_cut,
@@ -1000,6 +1003,9 @@ impl Cluster {
 
     fn send(&mut self, i: usize, msg: Message) {
         self.stats.msgs_sent += 1;
+        if !msg.body.name().ends_with("Resp") {
+            self.stats.requests_sent += 1;
+        }
         self.stats.bytes_sent += if self.cfg.count_wire_bytes {
             xraft::wire::frame_to_vec(&msg).len() as u64
         } else {

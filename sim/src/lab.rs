@@ -176,9 +176,9 @@ impl Cluster {
         self.restart(i);
     }
 
-    /// Messages sent so far (the lab's `rpcTotal`).
+    /// Requests sent so far, answers not counted (the lab's `rpcTotal`).
     pub fn rpc_total(&self) -> u64 {
-        self.stats().msgs_sent
+        self.stats().requests_sent
     }
 
     /// Bytes sent so far (the lab's `bytesTotal`).
