@@ -63,6 +63,20 @@ impl Default for CoreKnobs {
     }
 }
 
+/// A planted bug in the simulated runtime, to prove the checkers catch the
+/// failure class it stands for (SIM-CHECKLIST process item 5).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Canary {
+    /// No planted bug.
+    #[default]
+    None,
+    /// The disk reports writes durable as soon as they are issued, but they
+    /// stay volatile until the real fsync (class 16, ack before fsync).
+    AckBeforeFsync,
+    /// A restart forgets the durable vote (class 1, vote not durable).
+    ForgetVote,
+}
+
 /// Everything that shapes a cluster run besides the scripted operations.
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
@@ -88,6 +102,8 @@ pub struct ClusterConfig {
     pub panic_on_violation: bool,
     /// Count exact wire bytes of every message (costs an encode per send).
     pub count_wire_bytes: bool,
+    /// A planted runtime bug (tests of the checkers only).
+    pub canary: Canary,
 }
 
 impl ClusterConfig {
@@ -106,6 +122,7 @@ impl ClusterConfig {
             verbose: false,
             panic_on_violation: true,
             count_wire_bytes: true,
+            canary: Canary::None,
         }
     }
 }
@@ -270,6 +287,8 @@ enum Ev {
     Deliver(Message),
     DiskDone(usize, u32),
     Applied(usize, u32, LogIndex),
+    /// Canary only: a premature `Persisted`.
+    EarlyAck(usize, u32, xraft::PersistId),
 }
 
 #[derive(Debug)]
@@ -736,7 +755,11 @@ impl Cluster {
 
     fn start_node(&mut self, i: usize) {
         let cfg = self.node_config(i);
-        match Node::new(cfg, self.slots[i].disk.restart_state()) {
+        let mut state = self.slots[i].disk.restart_state();
+        if self.cfg.canary == Canary::ForgetVote {
+            state.hard_state.vote = None;
+        }
+        match Node::new(cfg, state) {
             Ok(node) => {
                 let now = self.now;
                 let s = &mut self.slots[i];
@@ -767,6 +790,11 @@ impl Cluster {
             Ev::DiskDone(i, inc) => {
                 if self.slots[i].incarnation == inc && self.slots[i].node.is_some() {
                     self.disk_done(i);
+                }
+            }
+            Ev::EarlyAck(i, inc, through) => {
+                if self.slots[i].incarnation == inc && self.slots[i].node.is_some() {
+                    self.step_node(i, Input::Persisted { through });
                 }
             }
             Ev::Applied(i, inc, index) => {
@@ -939,8 +967,13 @@ impl Cluster {
                         hs_term: w.hard_state.map(|h| h.term),
                     },
                 );
+                let id = w.id;
                 self.slots[i].disk.push(w);
                 self.schedule_disk(i);
+                if self.cfg.canary == Canary::AckBeforeFsync {
+                    let inc = self.slots[i].incarnation;
+                    self.push(self.now, Ev::EarlyAck(i, inc, id));
+                }
             }
             Output::Apply { entries } => {
                 let (Some(first), Some(last)) = (entries.first(), entries.last()) else { return };

@@ -27,7 +27,9 @@ pub mod swarm;
 pub mod trace;
 
 pub use check::{EntryId, Oracle, Violation};
-pub use cluster::{Cluster, ClusterConfig, CoreKnobs, Failure, Op, Proposed, Stats, TICK_US};
+pub use cluster::{
+    Canary, Cluster, ClusterConfig, CoreKnobs, Failure, Op, Proposed, Stats, TICK_US,
+};
 pub use disk::CrashMode;
 pub use net::LinkModel;
 pub use swarm::{Params, SeedOptions, SeedRun};

@@ -123,7 +123,7 @@ fn main() -> ExitCode {
     if let Some(seed) = args.one {
         return replay(seed, &args);
     }
-    let opts = SeedOptions { nodes: args.nodes, verbose: false };
+    let opts = SeedOptions { nodes: args.nodes, verbose: false, ..SeedOptions::default() };
     let next = AtomicU64::new(args.start);
     let end = args.start + args.seeds;
     let outcomes = Mutex::new(Vec::with_capacity(args.seeds as usize));
@@ -209,7 +209,7 @@ fn print_stats(t: &Stats) {
 }
 
 fn replay(seed: u64, args: &Args) -> ExitCode {
-    let opts = SeedOptions { nodes: args.nodes, verbose: true };
+    let opts = SeedOptions { nodes: args.nodes, verbose: true, ..SeedOptions::default() };
     let wall = Instant::now();
     let (o, run) = run_one(seed, &opts, args.tail);
     let secs = wall.elapsed().as_secs_f64();

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use xraft::{Commands, LogIndex, Role, Term};
 
 use crate::check::{node_id, EntryId, Violation};
-use crate::cluster::{Cluster, ClusterConfig, CoreKnobs, Failure, Op, Proposed, TICK_US};
+use crate::cluster::{Canary, Cluster, ClusterConfig, CoreKnobs, Failure, Op, Proposed, TICK_US};
 use crate::disk::CrashMode;
 use crate::net::LinkModel;
 use crate::sim_rng::{stream, SimRng};
@@ -47,6 +47,8 @@ pub struct SeedOptions {
     pub nodes: Option<usize>,
     /// Keep the full trace.
     pub verbose: bool,
+    /// A planted runtime bug (checker tests only).
+    pub canary: Canary,
 }
 
 /// The faults and rates one seed draws.
@@ -139,6 +141,7 @@ impl Params {
             verbose: opts.verbose,
             panic_on_violation: false,
             count_wire_bytes: false,
+            canary: opts.canary,
         };
         Params {
             nodes,
