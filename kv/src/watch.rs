@@ -430,42 +430,44 @@ impl Watcher {
     }
 }
 
-/// A radix trie over pattern bytes. Node 0 is the root (empty label); every
+/// A radix trie over prefix bytes. Node 0 is the root (empty label); every
 /// other node's `label` is the bytes on the edge from its parent, and the
-/// concatenated labels from the root spell the pattern that ends there.
+/// concatenated labels from the root spell the prefix that ends there.
+///
+/// Layout: a walk reads one 64-byte `Node` per level (label and child table
+/// inline for the common short labels and small fan-outs); the watcher lists
+/// sit in a parallel vector, read only at nodes that have watchers.
 #[derive(Debug)]
 struct Trie {
     nodes: Vec<Node>,
+    /// Watcher slots whose prefix ends at the node of the same index.
+    watchers: Vec<SmallVec<[u32; 1]>>,
     free: Vec<u32>,
 }
 
 /// Edge labels are short in practice (key segments); up to 16 bytes live
-/// inline in the node, so a walk touches no other memory.
+/// inline in the node.
 type Label = SmallVec<[u8; 16]>;
 
 #[derive(Debug, Default)]
+#[repr(align(64))]
 struct Node {
     label: Label,
-    /// First byte of each child's label, sorted and distinct: the walk picks
-    /// a child from here without touching the other children.
-    child_first: SmallVec<[u8; 8]>,
-    /// Child node indices, parallel to `child_first`.
-    children: SmallVec<[u32; 2]>,
-    /// Watcher slots whose prefix ends here.
-    prefix: SmallVec<[u32; 1]>,
+    /// `(first byte of the child's label, child index)`, sorted by byte,
+    /// bytes distinct.
+    children: SmallVec<[(u8, u32); 2]>,
+    /// Whether `Trie::watchers` at this index is non-empty.
+    has_watchers: bool,
 }
 
-impl Node {
-    fn has_watchers(&self) -> bool {
-        !self.prefix.is_empty()
-    }
-}
+// The walk's memory cost is one cache line per level.
+const _: () = assert!(std::mem::size_of::<Node>() == 64);
 
 const ROOT: u32 = 0;
 
 impl Trie {
     fn new() -> Self {
-        Trie { nodes: vec![Node::default()], free: Vec::new() }
+        Trie { nodes: vec![Node::default()], watchers: vec![SmallVec::new()], free: Vec::new() }
     }
 
     fn node(&self, i: u32) -> &Node {
@@ -479,8 +481,8 @@ impl Trie {
     /// The child of `n` whose label starts with `byte`: `Ok((position, node))`
     /// or `Err(insertion position)`.
     fn child(&self, n: u32, byte: u8) -> Result<(usize, u32), usize> {
-        let node = self.node(n);
-        node.child_first.binary_search(&byte).map(|pos| (pos, node.children[pos]))
+        let children = &self.node(n).children;
+        children.binary_search_by_key(&byte, |&(b, _)| b).map(|pos| (pos, children[pos].1))
     }
 
     fn alloc(&mut self, node: Node) -> u32 {
@@ -491,6 +493,7 @@ impl Trie {
             }
             None => {
                 self.nodes.push(node);
+                self.watchers.push(SmallVec::new());
                 u32::try_from(self.nodes.len() - 1).expect("trie nodes within u32")
             }
         }
@@ -498,12 +501,14 @@ impl Trie {
 
     fn release(&mut self, i: u32) {
         self.nodes[i as usize] = Node::default();
+        self.watchers[i as usize] = SmallVec::new();
         self.free.push(i);
     }
 
     fn insert(&mut self, prefix: &[u8], slot: u32) {
         let n = self.node_for(prefix);
-        self.node_mut(n).prefix.push(slot);
+        self.watchers[n as usize].push(slot);
+        self.node_mut(n).has_watchers = true;
     }
 
     /// The node spelling exactly `path`, created (splitting an edge if
@@ -514,11 +519,9 @@ impl Trie {
         while off < path.len() {
             match self.child(n, path[off]) {
                 Err(pos) => {
-                    let leaf = self
-                        .alloc(Node { label: Label::from_slice(&path[off..]), ..Node::default() });
-                    let parent = self.node_mut(n);
-                    parent.children.insert(pos, leaf);
-                    parent.child_first.insert(pos, path[off]);
+                    let label = Label::from_slice(&path[off..]);
+                    let leaf = self.alloc(Node { label, ..Node::default() });
+                    self.node_mut(n).children.insert(pos, (path[off], leaf));
                     return leaf;
                 }
                 Ok((pos, c)) => {
@@ -527,14 +530,12 @@ impl Trie {
                     if common < label.len() {
                         let mid = self.alloc(Node {
                             label: Label::from_slice(&label[..common]),
-                            child_first: SmallVec::from_slice(&[label[common]]),
-                            children: SmallVec::from_slice(&[c]),
-                            ..Node::default()
+                            children: SmallVec::from_slice(&[(label[common], c)]),
+                            has_watchers: false,
                         });
-                        // The parent's child_first entry stays: mid's label
-                        // starts with the same byte.
                         self.node_mut(c).label = Label::from_slice(&label[common..]);
-                        self.node_mut(n).children[pos] = mid;
+                        // mid's label starts with the same byte as c's did.
+                        self.node_mut(n).children[pos].1 = mid;
                         n = mid;
                     } else {
                         n = c;
@@ -552,15 +553,17 @@ impl Trie {
         let mut n = ROOT;
         let mut off = 0;
         while off < bytes.len() {
-            let (pos, c) = self.child(n, bytes[off]).expect("a registered pattern's path exists");
+            let (pos, c) = self.child(n, bytes[off]).expect("a registered prefix's path exists");
             path.push((n, pos));
             off += self.node(c).label.len();
             n = c;
         }
-        debug_assert_eq!(off, bytes.len(), "a registered pattern ends on a node");
-        let list = &mut self.node_mut(n).prefix;
+        debug_assert_eq!(off, bytes.len(), "a registered prefix ends on a node");
+        let list = &mut self.watchers[n as usize];
         let at = list.iter().position(|&s| s == slot).expect("registered slot is listed");
         list.remove(at);
+        let now_empty = list.is_empty();
+        self.node_mut(n).has_watchers = !now_empty;
         self.compact(n, &path);
     }
 
@@ -569,17 +572,15 @@ impl Trie {
     fn compact(&mut self, n: u32, path: &[(u32, usize)]) {
         let Some(&(parent, pos)) = path.last() else { return };
         let node = self.node(n);
-        if node.has_watchers() || node.children.len() >= 2 {
+        if node.has_watchers || node.children.len() >= 2 {
             return;
         }
         if node.children.is_empty() {
-            let p = self.node_mut(parent);
-            p.children.remove(pos);
-            p.child_first.remove(pos);
+            self.node_mut(parent).children.remove(pos);
             self.release(n);
             // The parent may now have one child and no watchers.
             let p = self.node(parent);
-            if parent != ROOT && !p.has_watchers() && p.children.len() == 1 {
+            if parent != ROOT && !p.has_watchers && p.children.len() == 1 {
                 let grand = path[path.len() - 2];
                 self.merge_into_child(parent, grand);
             }
@@ -591,13 +592,13 @@ impl Trie {
     /// Replaces `n` (which has no watchers and one child) by its child,
     /// joining their labels; `(parent, pos)` locates `n`.
     fn merge_into_child(&mut self, n: u32, (parent, pos): (u32, usize)) {
-        let child = self.node(n).children[0];
+        let child = self.node(n).children[0].1;
         let mut label = self.node(n).label.clone();
         label.extend_from_slice(&self.node(child).label);
-        // The joined label starts with n's first byte: the parent's
-        // child_first entry stays valid.
+        // The joined label starts with n's first byte: the parent's entry
+        // for it stays valid.
         self.node_mut(child).label = label;
-        self.node_mut(parent).children[pos] = child;
+        self.node_mut(parent).children[pos].1 = child;
         self.release(n);
     }
 
@@ -607,14 +608,14 @@ impl Trie {
         let mut n = ROOT;
         let mut rest = key;
         loop {
-            let node = self.node(n);
-            for &slot in &node.prefix {
-                f(slot);
+            if self.node(n).has_watchers {
+                for &slot in &self.watchers[n as usize] {
+                    f(slot);
+                }
             }
             let Some(&first) = rest.first() else { return };
             let Ok((_, c)) = self.child(n, first) else { return };
-            let label = &self.node(c).label;
-            match rest.strip_prefix(&label[..]) {
+            match rest.strip_prefix(&self.node(c).label[..]) {
                 Some(after) => rest = after,
                 None => return,
             }
@@ -624,26 +625,34 @@ impl Trie {
 
     fn registrations(&self) -> usize {
         let live = |i: usize| i == 0 || !self.free.contains(&(i as u32));
-        (0..self.nodes.len()).filter(|&i| live(i)).map(|i| self.nodes[i].prefix.len()).sum()
+        (0..self.nodes.len()).filter(|&i| live(i)).map(|i| self.watchers[i].len()).sum()
     }
 
     fn check_invariants(&self) {
+        assert_eq!(self.nodes.len(), self.watchers.len(), "parallel vectors differ");
         let mut reachable = 0;
         let mut stack = vec![ROOT];
         while let Some(n) = stack.pop() {
             reachable += 1;
             let node = self.node(n);
+            assert_eq!(
+                node.has_watchers,
+                !self.watchers[n as usize].is_empty(),
+                "has_watchers flag out of date"
+            );
             if n != ROOT {
                 assert!(!node.label.is_empty(), "non-root node with empty label");
                 assert!(
-                    node.has_watchers() || node.children.len() >= 2,
+                    node.has_watchers || node.children.len() >= 2,
                     "non-root node neither holds watchers nor branches"
                 );
             }
-            let firsts: Vec<u8> = node.children.iter().map(|&c| self.node(c).label[0]).collect();
-            assert!(firsts.windows(2).all(|w| w[0] < w[1]), "children unsorted or duplicated");
-            assert_eq!(firsts[..], node.child_first[..], "child_first out of date");
-            stack.extend(node.children.iter().copied());
+            let firsts: Vec<u8> =
+                node.children.iter().map(|&(_, c)| self.node(c).label[0]).collect();
+            let bytes: Vec<u8> = node.children.iter().map(|&(b, _)| b).collect();
+            assert_eq!(firsts, bytes, "child table out of date");
+            assert!(bytes.windows(2).all(|w| w[0] < w[1]), "children unsorted or duplicated");
+            stack.extend(node.children.iter().map(|&(_, c)| c));
         }
         assert_eq!(reachable + self.free.len(), self.nodes.len(), "leaked trie nodes");
     }
