@@ -284,7 +284,8 @@ pub struct Proposed {
 #[derive(Debug)]
 enum Ev {
     Wake(usize),
-    Deliver(Message),
+    /// Boxed: messages are large and the heap moves events around.
+    Deliver(Box<Message>),
     DiskDone(usize, u32),
     Applied(usize, u32, LogIndex),
     /// Canary only: a premature `Persisted`.
@@ -786,7 +787,7 @@ impl Cluster {
                     self.reschedule(i);
                 }
             }
-            Ev::Deliver(msg) => self.deliver(msg),
+            Ev::Deliver(msg) => self.deliver(*msg),
             Ev::DiskDone(i, inc) => {
                 if self.slots[i].incarnation == inc && self.slots[i].node.is_some() {
                     self.disk_done(i);
@@ -1066,14 +1067,14 @@ impl Cluster {
             self.stats.msgs_duplicated += 1;
             let (d, _) = link.delay(&mut self.rng_net);
             let t = self.net.delivery_time(i, to, self.now, d);
-            self.push(t, Ev::Deliver(msg.clone()));
+            self.push(t, Ev::Deliver(Box::new(msg.clone())));
         }
         let (d, long) = link.delay(&mut self.rng_net);
         if long {
             self.stats.msgs_long_held += 1;
         }
         let t = self.net.delivery_time(i, to, self.now, d);
-        self.push(t, Ev::Deliver(msg));
+        self.push(t, Ev::Deliver(Box::new(msg)));
     }
 
     /// Voters of the bootstrap configuration.
