@@ -29,9 +29,21 @@ struct Args {
     quiet: bool,
 }
 
+/// One job per core (each seed still runs on one thread, deterministically).
+fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 fn parse_args() -> Result<Args, String> {
-    let mut a =
-        Args { seeds: 100, start: 0, one: None, nodes: None, jobs: 1, tail: 60, quiet: false };
+    let mut a = Args {
+        seeds: 100,
+        start: 0,
+        one: None,
+        nodes: None,
+        jobs: default_jobs(),
+        tail: 60,
+        quiet: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut num = |name: &str| -> Result<u64, String> {
