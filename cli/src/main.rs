@@ -84,7 +84,17 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let threads = match &cli.cmd {
+        Cmd::Serve(a) => a.threads,
+        _ => 0,
+    };
+    let rt = match threads {
+        // One thread for the node, its ports and its apply task (the disk
+        // thread is separate): fewest cross-thread wake-ups.
+        1 => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
+        0 => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
+        n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build()?,
+    };
     rt.block_on(async move {
         match cli.cmd {
             Cmd::Serve(a) => serve::run(a).await,

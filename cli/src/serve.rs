@@ -38,6 +38,9 @@ pub struct Args {
     /// `1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003`.
     #[arg(long, value_delimiter = ',')]
     members: Vec<String>,
+    /// Runtime worker threads (1: a single-threaded runtime; 0: one per core).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
     /// Join an existing cluster through this member's client address
     /// (sends `RAFT.ADDNODE <id> <peer address>`).
     #[arg(long)]

@@ -37,10 +37,14 @@ pub(crate) type ReadFn<A> = Box<dyn FnOnce(Result<(&mut A, LogIndex)>) + Send>;
 /// or a watcher registration).
 pub(crate) type LocalFn<A> = Box<dyn FnOnce(&mut A) + Send>;
 
+/// Callers of one proposal: several requests' commands may share one
+/// `Propose` (the node task batches them), each caller owning `n` of them.
+pub(crate) type Callers<R> = Vec<(oneshot::Sender<Result<Vec<R>>>, usize)>;
+
 /// Where a proposal's outcome goes.
 pub(crate) enum Reply<R> {
-    /// The responses of the proposed commands.
-    Commands(oneshot::Sender<Result<Vec<R>>>),
+    /// The responses of the proposed commands, split among their callers.
+    Commands(Callers<R>),
     /// Success only (a membership change).
     Unit(oneshot::Sender<Result<()>>),
 }
@@ -48,14 +52,18 @@ pub(crate) enum Reply<R> {
 impl<R> Reply<R> {
     pub(crate) fn fail(self, e: Error) {
         match self {
-            Reply::Commands(tx) => drop(tx.send(Err(e))),
+            Reply::Commands(callers) => {
+                for (tx, _) in callers {
+                    drop(tx.send(Err(e.duplicate())));
+                }
+            }
             Reply::Unit(tx) => drop(tx.send(Err(e))),
         }
     }
 
     fn is_closed(&self) -> bool {
         match self {
-            Reply::Commands(tx) => tx.is_closed(),
+            Reply::Commands(callers) => callers.iter().all(|(tx, _)| tx.is_closed()),
             Reply::Unit(tx) => tx.is_closed(),
         }
     }
@@ -321,7 +329,12 @@ fn on_applied<R: Clone>(st: &mut State<R>, index: LogIndex, term: Term, resp: Op
 
 fn finish<R>(w: Waiter<R>) {
     match w.reply {
-        Reply::Commands(tx) => drop(tx.send(Ok(w.responses))),
+        Reply::Commands(callers) => {
+            let mut responses = w.responses.into_iter();
+            for (tx, n) in callers {
+                drop(tx.send(Ok(responses.by_ref().take(n).collect())));
+            }
+        }
         Reply::Unit(tx) => drop(tx.send(Ok(()))),
     }
 }

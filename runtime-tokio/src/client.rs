@@ -307,7 +307,8 @@ pub(crate) fn info_text(r: &crate::node::Report) -> String {
         "# Metrics\r\nproposals_total:{}\r\nproposals_ok:{}\r\nproposals_failed:{}\r\n\
          proposals_forwarded:{}\r\nappends_sent:{}\r\nappends_received:{}\r\n\
          elections_started:{}\r\nelections_won:{}\r\nsnapshots_taken:{}\r\n\
-         snapshots_installed:{}\r\nread_index_requests:{}\r\nmessages_dropped:{}\r\n",
+         snapshots_installed:{}\r\nread_index_requests:{}\r\nmessages_dropped:{}\r\n\
+         disk_syncs:{}\r\ndisk_writes:{}\r\ndisk_entries:{}\r\n",
         m.proposals_total,
         m.proposals_ok,
         m.proposals_failed,
@@ -320,6 +321,9 @@ pub(crate) fn info_text(r: &crate::node::Report) -> String {
         m.snapshots_installed,
         m.read_index_requests,
         r.messages_dropped,
+        r.disk_syncs,
+        r.disk_writes,
+        r.disk_entries,
     );
     t
 }

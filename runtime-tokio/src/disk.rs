@@ -10,6 +10,7 @@
 //! handed out from here because only the storage can create them; the
 //! streaming itself happens on other threads.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -29,6 +30,17 @@ pub(crate) enum DiskJob {
     Reader { reply: oneshot::Sender<xraft_storage::Result<Option<SnapshotReader>>> },
 }
 
+/// Counters of the disk thread, read by status reports.
+#[derive(Debug, Default)]
+pub(crate) struct DiskStats {
+    /// `sync` calls (one per group commit).
+    pub syncs: std::sync::atomic::AtomicU64,
+    /// `PersistWrite`s made durable.
+    pub writes: std::sync::atomic::AtomicU64,
+    /// Entries made durable.
+    pub entries: std::sync::atomic::AtomicU64,
+}
+
 /// Most jobs gathered into one group commit.
 const GROUP_JOBS_MAX: usize = 1024;
 
@@ -39,9 +51,10 @@ pub(crate) fn spawn(
     mut rx: mpsc::Receiver<DiskJob>,
     persisted: watch::Sender<PersistId>,
     events: mpsc::UnboundedSender<Event>,
+    stats: std::sync::Arc<DiskStats>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name(format!("xraft-disk-{id}")).spawn(move || {
-        let mut disk = Disk { storage, receiving: None };
+        let mut disk = Disk { storage, receiving: None, stats };
         let mut group = Vec::new();
         while let Some(job) = rx.blocking_recv() {
             group.push(job);
@@ -71,6 +84,7 @@ struct Disk {
     storage: Storage,
     /// A snapshot being received from the leader.
     receiving: Option<SnapshotWriter>,
+    stats: std::sync::Arc<DiskStats>,
 }
 
 impl Disk {
@@ -81,6 +95,8 @@ impl Disk {
             match job {
                 DiskJob::Persist(writes) => {
                     for w in writes {
+                        self.stats.writes.fetch_add(1, Relaxed);
+                        self.stats.entries.fetch_add(w.entries.len() as u64, Relaxed);
                         self.write(w.snapshot, &w.entries, w.hard_state)?;
                         last = Some(w.id);
                     }
@@ -95,6 +111,7 @@ impl Disk {
         }
         if last.is_some() {
             self.storage.sync()?;
+            self.stats.syncs.fetch_add(1, Relaxed);
         }
         Ok(last)
     }

@@ -43,6 +43,15 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// A copy for another caller of the same failed request.
+    pub(crate) fn duplicate(&self) -> Error {
+        match self {
+            Error::Propose(e) => Error::Propose(e.clone()),
+            Error::Stopped => Error::Stopped,
+            other => Error::Unexpected(other.to_string()),
+        }
+    }
+
     /// The core error inside, if any.
     pub fn propose_error(&self) -> Option<&ProposeError> {
         match self {

@@ -155,6 +155,9 @@ pub(crate) fn prometheus(r: &Report) -> String {
     counter("messages_received", "Messages received.", m.messages_received);
     counter("messages_dropped", "Peer messages dropped by the runtime.", r.messages_dropped);
     counter("persists", "Persist outputs.", m.persists);
+    counter("disk_syncs", "Group commits (one fsync each).", r.disk_syncs);
+    counter("disk_writes", "Persist outputs made durable.", r.disk_writes);
+    counter("disk_entries", "Log entries made durable.", r.disk_entries);
     counter("elections_started", "Elections started.", m.elections_started);
     counter("elections_won", "Elections won.", m.elections_won);
     counter("pre_votes_started", "PreVote rounds started.", m.pre_votes_started);

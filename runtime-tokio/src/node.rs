@@ -9,6 +9,7 @@
 //! stop answers the rest with `Stopped`); writes go to the disk thread in
 //! emission order; apply-side work goes to the apply task through one FIFO.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,8 +23,8 @@ use xraft::{
 };
 use xraft_storage::SnapshotReader;
 
-use crate::apply::{Application, ApplyJob, LocalFn, ReadFn, Reply};
-use crate::disk::DiskJob;
+use crate::apply::{Application, ApplyJob, Callers, LocalFn, ReadFn, Reply};
+use crate::disk::{DiskJob, DiskStats};
 use crate::error::{Error, Result};
 use crate::transport::{Inbound, Peers};
 
@@ -64,12 +65,18 @@ pub struct Report {
     pub status: Status,
     /// Peer messages dropped (full queue or unknown address).
     pub messages_dropped: u64,
+    /// Group commits (one fsync each) by the disk thread.
+    pub disk_syncs: u64,
+    /// Writes (`Persist` outputs) made durable.
+    pub disk_writes: u64,
+    /// Log entries made durable.
+    pub disk_entries: u64,
     /// Time since the node started.
     pub uptime: Duration,
 }
 
 enum Pending<A: Application> {
-    Propose(oneshot::Sender<Result<Vec<A::Response>>>),
+    Propose(Callers<A::Response>),
     Change(oneshot::Sender<Result<()>>),
     Read(ReadFn<A>),
     Transfer(oneshot::Sender<Result<()>>),
@@ -90,6 +97,7 @@ pub(crate) struct NodeTask<A: Application> {
     pub shutdown: watch::Receiver<bool>,
     pub started: Instant,
     pub snap_reader: Arc<std::sync::Mutex<Option<Arc<SnapshotReader>>>>,
+    pub disk_stats: Arc<DiskStats>,
 }
 
 // The Event receiver is unbounded; this alias keeps the field type readable.
@@ -105,12 +113,15 @@ impl<A: Application> NodeTask<A> {
             next_request: 0,
             writes: Vec::new(),
             locals: Vec::new(),
+            batch: xraft::Commands::new(),
+            batch_callers: Vec::new(),
             peers: self.peers,
             disk: self.disk,
             apply: self.apply,
             events_tx: self.events_tx,
             started: self.started,
             snap_reader: self.snap_reader,
+            disk_stats: self.disk_stats,
         };
         let (mut requests, mut inbound) = (self.requests, self.inbound);
         let (mut persisted, mut applied, mut shutdown) =
@@ -145,6 +156,7 @@ impl<A: Application> NodeTask<A> {
                 n = requests.recv_many(&mut reqs, cap) => {
                     if n == 0 { break Ok(()); }
                     for r in reqs.drain(..) { s.request(r); }
+                    s.propose_batch();
                 }
             }
             if s.flush().await.is_err() {
@@ -154,7 +166,7 @@ impl<A: Application> NodeTask<A> {
         // Every waiting caller hears that the node stopped.
         for (_, p) in s.pending.drain() {
             match p {
-                Pending::Propose(tx) => drop(tx.send(Err(Error::Stopped))),
+                Pending::Propose(callers) => Reply::Commands(callers).fail(Error::Stopped),
                 Pending::Change(tx) | Pending::Transfer(tx) => drop(tx.send(Err(Error::Stopped))),
                 Pending::Read(f) => f(Err(Error::Stopped)),
             }
@@ -170,12 +182,16 @@ struct Loop<A: Application> {
     next_request: u64,
     writes: Vec<PersistWrite>,
     locals: Vec<LocalFn<A>>,
+    /// Commands of this wake-up's proposals, stepped as one `Propose`.
+    batch: xraft::Commands,
+    batch_callers: Callers<A::Response>,
     peers: Peers,
     disk: mpsc::Sender<DiskJob>,
     apply: mpsc::Sender<ApplyJob<A>>,
     events_tx: mpsc::UnboundedSender<Event>,
     started: Instant,
     snap_reader: Arc<std::sync::Mutex<Option<Arc<SnapshotReader>>>>,
+    disk_stats: Arc<DiskStats>,
 }
 
 impl<A: Application> Loop<A> {
@@ -186,6 +202,18 @@ impl<A: Application> Loop<A> {
     fn request_id(&mut self) -> RequestId {
         self.next_request += 1;
         RequestId(self.next_request)
+    }
+
+    /// Steps the proposals gathered so far as one `Propose`.
+    fn propose_batch(&mut self) {
+        if self.batch_callers.is_empty() {
+            return;
+        }
+        let request = self.request_id();
+        let commands = std::mem::take(&mut self.batch);
+        let callers = std::mem::take(&mut self.batch_callers);
+        self.pending.insert(request, Pending::Propose(callers));
+        self.step(Input::Propose { request, commands });
     }
 
     fn inbound(&mut self, m: Inbound) {
@@ -203,9 +231,14 @@ impl<A: Application> Loop<A> {
                     let _ = reply.send(Err(e.into()));
                     return;
                 }
-                let request = self.request_id();
-                self.pending.insert(request, Pending::Propose(reply));
-                self.step(Input::Propose { request, commands });
+                // Proposals of one wake-up share one `Propose`: one log
+                // append, one message per follower, one write.
+                let max = self.node.config().propose_entries_max;
+                if self.batch.len() + commands.len() > max {
+                    self.propose_batch();
+                }
+                self.batch_callers.push((reply, commands.len()));
+                self.batch.extend(commands);
             }
             Request::Read { f } => {
                 let request = self.request_id();
@@ -229,6 +262,9 @@ impl<A: Application> Loop<A> {
                 let _ = reply.send(Report {
                     status: self.node.status(),
                     messages_dropped: self.peers.dropped,
+                    disk_syncs: self.disk_stats.syncs.load(Relaxed),
+                    disk_writes: self.disk_stats.writes.load(Relaxed),
+                    disk_entries: self.disk_stats.entries.load(Relaxed),
                     uptime: self.started.elapsed(),
                 });
             }
@@ -278,7 +314,7 @@ impl<A: Application> Loop<A> {
                 self.to_apply(ApplyJob::Wait { term, first, last, reply }).await?;
             }
             Output::Rejected { request, error } => match self.pending.remove(&request) {
-                Some(Pending::Propose(tx)) => drop(tx.send(Err(error.into()))),
+                Some(Pending::Propose(callers)) => Reply::Commands(callers).fail(error.into()),
                 Some(Pending::Change(tx)) | Some(Pending::Transfer(tx)) => {
                     drop(tx.send(Err(error.into())))
                 }
@@ -325,7 +361,7 @@ impl<A: Application> Loop<A> {
         error!(?request, "request answered with an outcome of another kind");
         let e = || Error::Unexpected("mismatched outcome".into());
         match p {
-            Pending::Propose(tx) => drop(tx.send(Err(e()))),
+            Pending::Propose(callers) => Reply::Commands(callers).fail(e()),
             Pending::Change(tx) | Pending::Transfer(tx) => drop(tx.send(Err(e()))),
             Pending::Read(f) => f(Err(e())),
         }

@@ -98,7 +98,15 @@ impl<A: Application> RaftNode<A> {
         let (req_tx, req_rx) = mpsc::channel(limits.requests_queue_max);
         let (inbound_tx, inbound_rx) = mpsc::channel(limits.peer_inbound_queue_max);
 
-        let disk_thread = disk::spawn(id.0, storage, disk_rx, persisted_tx, events_tx.clone())?;
+        let disk_stats = Arc::new(disk::DiskStats::default());
+        let disk_thread = disk::spawn(
+            id.0,
+            storage,
+            disk_rx,
+            persisted_tx,
+            events_tx.clone(),
+            Arc::clone(&disk_stats),
+        )?;
         let applier = Applier {
             app: Some(app),
             applied: snapshot_index,
@@ -143,6 +151,7 @@ impl<A: Application> RaftNode<A> {
             shutdown: shutdown_rx,
             started: Instant::now(),
             snap_reader: Default::default(),
+            disk_stats,
         };
         let node_task = tokio::spawn(async move {
             let r = task.run(events_rx).await;
