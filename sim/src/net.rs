@@ -117,6 +117,11 @@ impl Network {
         self.connected[from] && self.connected[to] && !self.cut[from * self.n + to]
     }
 
+    /// The latest delivery time scheduled on any link so far.
+    pub fn last_delivery_any(&self) -> u64 {
+        self.last_delivery.iter().copied().max().unwrap_or(0)
+    }
+
     /// The model of link `from -> to`.
     #[inline]
     pub fn link(&self, from: usize, to: usize) -> &LinkModel {
