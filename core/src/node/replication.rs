@@ -354,7 +354,11 @@ impl Node {
     fn send_empty_append_at_next(&mut self, i: usize) {
         let p = &self.progress[i];
         let prev_index = p.next_index.prev();
-        let Some(prev_term) = self.log.term(prev_index) else { return };
+        let Some(prev_term) = self.log.term(prev_index) else {
+            // Compacted while the window was lost (the follower was down):
+            // only a snapshot can bring it back.
+            return self.start_snapshot_transfer(i);
+        };
         let to = p.id;
         let me = self.cfg.id;
         self.metrics.appends_sent += 1;
