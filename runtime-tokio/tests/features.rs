@@ -1,0 +1,180 @@
+//! Snapshots, membership, transfer, watchers and restarts on a real
+//! three-node cluster (loopback sockets, temp dirs).
+#![allow(clippy::unwrap_used, clippy::disallowed_methods, clippy::disallowed_types)]
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use xraft_kv::WatchItem;
+use xraft_tokio::KvServer;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_follower_catches_up_by_snapshot() {
+    let mut c = Cluster::start_with(3, |cfg| {
+        cfg.snapshot_threshold = 200;
+        cfg.snapshot_min_retention = 20;
+        cfg.snapshot_chunk_bytes = 1024;
+    })
+    .await;
+    let leader = c.leader().await;
+    let follower = if leader == 1 { 2 } else { 1 };
+    c.stop(follower).await;
+    // Far more writes than the threshold: the leader compacts past what the
+    // stopped follower holds, so only a snapshot can bring it back.
+    let l = c.node(leader);
+    for i in 0..1500u32 {
+        l.set(format!("k{i}"), format!("v{i}")).await.unwrap();
+    }
+    let lh = l.health().await.unwrap();
+    let snap = wait_for("a snapshot on the leader", || async {
+        let r = c.node(leader).handle().report().await.ok()?;
+        (r.status.snapshot_index.0 > 0).then_some(r.status.snapshot_index.0)
+    })
+    .await;
+    assert!(snap > 200, "leader snapshot at {snap}");
+    c.restart(follower).await;
+    c.applied_all(lh.commit_index).await;
+    let f = c.node(follower);
+    let m = f.metrics().await.unwrap();
+    assert!(m.snapshots_installed >= 1, "follower installed no snapshot: {m:?}");
+    for i in [0u32, 1, 777, 1499] {
+        assert_eq!(f.get(format!("k{i}")).await.unwrap(), Some(Bytes::from(format!("v{i}"))));
+    }
+    // It keeps replicating normally afterwards.
+    c.node(leader).set("after", "snapshot").await.unwrap();
+    assert_eq!(f.get_linear("after").await.unwrap(), Some(Bytes::from("snapshot")));
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_and_remove_a_node_and_transfer_leadership() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.leader().await;
+    c.node(leader).set("before", "join").await.unwrap();
+    // Node 4 starts empty and is added through a follower (forwarded).
+    let mut s4 = Slot::new(4, c.root.path());
+    let n4 = s4.start(s4.config(&[])).await;
+    let via = if leader == 1 { 2 } else { 1 };
+    c.node(via).join(4, s4.peer.clone()).await.unwrap();
+    assert_eq!(n4.get_linear("before").await.unwrap(), Some(Bytes::from("join")));
+    let nodes = c.node(leader).cluster_nodes().await.unwrap();
+    assert_eq!(nodes.len(), 4);
+    assert!(nodes.iter().any(|n| n.id == 4 && n.voter));
+
+    // Transfer leadership to node 4, then write through it.
+    c.node(leader).transfer_leadership(4).await.unwrap();
+    wait_for("node 4 to lead", || async {
+        (n4.health().await.ok()?.role == "leader").then_some(())
+    })
+    .await;
+    n4.set("led", "by4").await.unwrap();
+    assert_eq!(c.node(via).get_linear("led").await.unwrap(), Some(Bytes::from("by4")));
+
+    // Remove the old leader; the cluster goes on with three voters.
+    n4.leave(leader).await.unwrap();
+    let nodes = n4.cluster_nodes().await.unwrap();
+    assert_eq!(nodes.len(), 3);
+    assert!(!nodes.iter().any(|n| n.id == leader));
+    n4.set("after", "leave").await.unwrap();
+    assert_eq!(c.node(via).get_linear("after").await.unwrap(), Some(Bytes::from("leave")));
+    let mut n4 = n4;
+    n4.shutdown().await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_fire_on_every_node_in_commit_order() {
+    let c = Cluster::start(3).await;
+    c.leader().await;
+    let mut exact = Vec::new();
+    let mut prefix = Vec::new();
+    for n in c.running() {
+        exact.push(n.watch("cfg.threshold").await.unwrap());
+        prefix.push(n.watch("user.**").await.unwrap());
+    }
+    c.node(1).set("cfg.threshold", "0.5").await.unwrap();
+    c.node(2).set("user.alice", "1").await.unwrap();
+    c.node(3).set("other", "x").await.unwrap();
+    c.node(1).delete("user.alice").await.unwrap();
+    for w in &mut exact {
+        let WatchItem::Event(e) = w.recv().await.unwrap() else { panic!("event expected") };
+        assert_eq!((e.key, e.value), (Bytes::from("cfg.threshold"), Some(Bytes::from("0.5"))));
+    }
+    for w in &mut prefix {
+        let WatchItem::Event(a) = w.recv().await.unwrap() else { panic!("event expected") };
+        let WatchItem::Event(b) = w.recv().await.unwrap() else { panic!("event expected") };
+        assert_eq!((a.key.clone(), a.value), (Bytes::from("user.alice"), Some(Bytes::from("1"))));
+        assert_eq!((b.key, b.value), (Bytes::from("user.alice"), None));
+        assert!(a.index < b.index);
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_restart_keeps_every_acknowledged_write() {
+    let mut c = Cluster::start(3).await;
+    c.leader().await;
+    for i in 0..300u32 {
+        c.node(i as u64 % 3 + 1).set(format!("k{i}"), format!("v{i}")).await.unwrap();
+    }
+    for id in 1..=3 {
+        c.stop(id).await;
+    }
+    for id in 1..=3 {
+        c.restart(id).await;
+    }
+    c.leader().await;
+    for n in c.running() {
+        for i in [0u32, 150, 299] {
+            assert_eq!(
+                n.get_linear(format!("k{i}")).await.unwrap(),
+                Some(Bytes::from(format!("v{i}")))
+            );
+        }
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_stay_linearizable_across_leader_changes() {
+    let mut c = Cluster::start(3).await;
+    for round in 0..3u32 {
+        let leader = c.leader().await;
+        let writer = if leader == 1 { 2 } else { 1 };
+        c.node(writer).set("x", round.to_string()).await.unwrap();
+        // Every running node, read linearizably, sees the last acknowledged write.
+        for n in c.running() {
+            assert_eq!(n.get_linear("x").await.unwrap(), Some(Bytes::from(round.to_string())));
+        }
+        c.stop(leader).await;
+        c.leader().await;
+        for n in c.running() {
+            assert_eq!(n.get_linear("x").await.unwrap(), Some(Bytes::from(round.to_string())));
+        }
+        c.restart(leader).await;
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_node_without_members_waits_then_serves() {
+    init_tracing();
+    let root = tempfile::tempdir().unwrap();
+    let mut s1 = Slot::new(1, root.path());
+    let n1 = s1.start(s1.config(&[(1, s1.peer.clone())])).await;
+    wait_for("node 1 to lead", || async {
+        (n1.health().await.ok()?.role == "leader").then_some(())
+    })
+    .await;
+    let mut s2 = Slot::new(2, root.path());
+    let mut n2: KvServer = s2.start(s2.config(&[])).await;
+    // Not a member yet: no leader known.
+    assert_eq!(n2.health().await.unwrap().leader, None);
+    n1.join(2, s2.peer.clone()).await.unwrap();
+    n1.set("k", "v").await.unwrap();
+    assert_eq!(n2.get_linear("k").await.unwrap(), Some(Bytes::from("v")));
+    let mut n1 = n1;
+    n2.shutdown().await;
+    n1.shutdown().await;
+}
