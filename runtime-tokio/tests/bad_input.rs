@@ -1,0 +1,211 @@
+//! Hostile and broken input on the peer port and the client port: each gets
+//! an error or a closed connection, and the node keeps serving. Also the
+//! observability endpoints and a `redis-cli` smoke test.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods, clippy::disallowed_types)]
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use xraft_tokio::{PEER_MAGIC, PEER_PROTOCOL_VERSION};
+
+/// Reads until the server closes the connection (or 10 s pass).
+async fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    assert!(r.is_ok(), "the server did not close the connection");
+    out
+}
+
+fn hello(cluster: u64, version: u16, from: u64, to: u64) -> Vec<u8> {
+    let mut h = Vec::new();
+    h.extend_from_slice(&PEER_MAGIC);
+    h.extend_from_slice(&version.to_le_bytes());
+    h.extend_from_slice(&cluster.to_le_bytes());
+    h.extend_from_slice(&from.to_le_bytes());
+    h.extend_from_slice(&to.to_le_bytes());
+    h.extend_from_slice(&0u16.to_le_bytes());
+    h
+}
+
+async fn still_serves(c: &Cluster, round: u32) {
+    let key = format!("alive{round}");
+    c.node(1).set(key.clone(), "yes").await.unwrap();
+    for n in c.running() {
+        assert_eq!(n.get_linear(key.clone()).await.unwrap(), Some(Bytes::from("yes")));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_port_refuses_garbage_wrong_cluster_wrong_version_and_bad_frames() {
+    let c = Cluster::start(3).await;
+    c.leader().await;
+    let peer = c.slots[0].peer.clone();
+
+    // Not an xraft peer at all.
+    let mut s = TcpStream::connect(&peer).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let answer = read_to_close(&mut s).await;
+    assert!(String::from_utf8_lossy(&answer).contains("bad magic"), "{answer:?}");
+    still_serves(&c, 1).await;
+
+    // A peer of another cluster, and one speaking another version.
+    for (cluster, version, what) in
+        [(999, PEER_PROTOCOL_VERSION, "cluster"), (1, PEER_PROTOCOL_VERSION + 7, "version")]
+    {
+        let mut s = TcpStream::connect(&peer).await.unwrap();
+        s.write_all(&hello(cluster, version, 9, 1)).await.unwrap();
+        let answer = read_to_close(&mut s).await;
+        assert_eq!(answer[26], 1, "refused");
+        assert!(String::from_utf8_lossy(&answer[29..]).contains(what), "{answer:?}");
+    }
+    // A peer that dialed the wrong node.
+    let mut s = TcpStream::connect(&peer).await.unwrap();
+    s.write_all(&hello(1, PEER_PROTOCOL_VERSION, 9, 2)).await.unwrap();
+    let answer = read_to_close(&mut s).await;
+    assert!(String::from_utf8_lossy(&answer[29..]).contains("dialed node 2"), "{answer:?}");
+    still_serves(&c, 2).await;
+
+    // After a good handshake: an oversized frame, a bad checksum, garbage.
+    let frames: [Vec<u8>; 3] = [
+        [(1u32 << 30).to_le_bytes(), 0u32.to_le_bytes()].concat(),
+        [4u32.to_le_bytes(), 0xdead_beefu32.to_le_bytes(), 7u32.to_le_bytes()].concat(),
+        {
+            let payload = [0xffu8; 32];
+            let crc = crc32(&payload);
+            [&32u32.to_le_bytes()[..], &crc.to_le_bytes()[..], &payload[..]].concat()
+        },
+    ];
+    for frame in frames {
+        let mut s = TcpStream::connect(&peer).await.unwrap();
+        s.write_all(&hello(1, PEER_PROTOCOL_VERSION, 9, 1)).await.unwrap();
+        let mut answer = [0u8; 29];
+        s.read_exact(&mut answer).await.unwrap();
+        assert_eq!(answer[26], 0, "handshake accepted");
+        s.write_all(&frame).await.unwrap();
+        read_to_close(&mut s).await;
+    }
+    still_serves(&c, 3).await;
+    c.shutdown().await;
+}
+
+/// CRC-32 (IEEE), as the wire format uses, computed bitwise for the test.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_port_answers_errors_and_closes_on_protocol_errors() {
+    let c = Cluster::start(3).await;
+    c.leader().await;
+    let client = c.slots[1].client.clone();
+
+    // Bad commands: error replies, the connection stays usable.
+    let mut s = TcpStream::connect(&client).await.unwrap();
+    s.write_all(b"*1\r\n$4\r\nNOPE\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\nPING\r\nSET a\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let want = "-ERR unknown command 'NOPE', with args beginning with: \r\n$-1\r\n+PONG\r\n\
+                -ERR wrong number of arguments for 'set' command\r\n";
+    while got.len() < want.len() {
+        let mut buf = [0u8; 256];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(String::from_utf8_lossy(&got), want);
+
+    // Protocol errors: an error reply, then the connection is closed.
+    for bad in [&b"*abc\r\n"[..], b"*1\r\n$99999999999\r\n", b"*1\r\n:5\r\n"] {
+        let mut s = TcpStream::connect(&client).await.unwrap();
+        s.write_all(bad).await.unwrap();
+        let answer = read_to_close(&mut s).await;
+        assert!(
+            answer.starts_with(b"-ERR Protocol error"),
+            "{:?}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    // Random bytes.
+    let mut s = TcpStream::connect(&client).await.unwrap();
+    let junk: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let _ = s.write_all(&junk).await;
+    drop(s);
+    still_serves(&c, 4).await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_metrics_and_health() {
+    let c = Cluster::start_with(1, |cfg| cfg.http_addr = Some("127.0.0.1:0".into())).await;
+    c.leader().await;
+    c.node(1).set("k", "v").await.unwrap();
+    let addr = c.node(1).http_addr().unwrap();
+    let get = |path: &'static str| async move {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+        String::from_utf8(read_to_close(&mut s).await).unwrap()
+    };
+    let metrics = get("/metrics").await;
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(metrics.contains("# TYPE xraft_term gauge"), "{metrics}");
+    assert!(metrics.contains("xraft_is_leader{node=\"1\"} 1"), "{metrics}");
+    assert!(metrics.contains("xraft_proposals_total{node=\"1\"}"), "{metrics}");
+    let health = get("/health").await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(
+        health.contains("\"role\":\"leader\"") && health.contains("\"healthy\":true"),
+        "{health}"
+    );
+    assert!(get("/nope").await.starts_with("HTTP/1.1 404"));
+    c.shutdown().await;
+}
+
+fn redis_cli(port: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", port])
+        .args(args)
+        .output()
+        .expect("redis-cli must be installed (apt-get install redis-tools)");
+    assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cli_works_against_any_node() {
+    let c = Cluster::start(3).await;
+    let leader = c.leader().await;
+    let ports: Vec<String> =
+        c.slots.iter().map(|s| s.client.rsplit(':').next().unwrap().to_owned()).collect();
+    let writer = ports.clone();
+    tokio::task::spawn_blocking(move || {
+        for (i, p) in writer.iter().enumerate() {
+            assert_eq!(redis_cli(p, &["SET", &format!("k{i}"), "v"]), "OK");
+        }
+        for p in &writer {
+            assert_eq!(redis_cli(p, &["MGET", "k0", "k1", "k2"]), "v\nv\nv");
+            assert_eq!(redis_cli(p, &["EXISTS", "k0", "nope"]), "1");
+            assert_eq!(redis_cli(p, &["PING"]), "PONG");
+        }
+        assert_eq!(redis_cli(&writer[0], &["DEL", "k0", "k1"]), "2");
+        assert!(redis_cli(&writer[1], &["INFO"]).contains("role:"));
+        assert!(redis_cli(&writer[2], &["RAFT.NODES"]).contains("voter"));
+    })
+    .await
+    .unwrap();
+    assert_eq!(c.node(leader).get_linear("k2").await.unwrap(), Some(Bytes::from("v")));
+    assert_eq!(c.node(leader).get_linear("k0").await.unwrap(), None);
+    c.shutdown().await;
+}
