@@ -300,7 +300,7 @@ impl<A: Application> Loop<A> {
             // Gathered and sent as one job after this wake-up's outputs: the
             // disk thread makes them durable in this order, in one fsync.
             Output::Persist(w) => self.writes.push(w),
-            Output::Apply { entries } => self.to_apply(ApplyJob::Apply(entries)).await?,
+            Output::Apply { entries } => self.send_apply(ApplyJob::Apply(entries)).await?,
             Output::Proposed { request, term, first, last } => {
                 let reply = match self.pending.remove(&request) {
                     Some(Pending::Propose(tx)) => Reply::Commands(tx),
@@ -311,7 +311,7 @@ impl<A: Application> Loop<A> {
                     }
                     None => return Ok(()),
                 };
-                self.to_apply(ApplyJob::Wait { term, first, last, reply }).await?;
+                self.send_apply(ApplyJob::Wait { term, first, last, reply }).await?;
             }
             Output::Rejected { request, error } => match self.pending.remove(&request) {
                 Some(Pending::Propose(callers)) => Reply::Commands(callers).fail(error.into()),
@@ -322,7 +322,7 @@ impl<A: Application> Loop<A> {
                 None => {}
             },
             Output::ReadReady { request, index } => match self.pending.remove(&request) {
-                Some(Pending::Read(f)) => self.to_apply(ApplyJob::Read { index, f }).await?,
+                Some(Pending::Read(f)) => self.send_apply(ApplyJob::Read { index, f }).await?,
                 Some(other) => self.mismatch(request, other),
                 None => {}
             },
@@ -331,8 +331,8 @@ impl<A: Application> Loop<A> {
                 Some(other) => self.mismatch(request, other),
                 None => {}
             },
-            Output::TakeSnapshot { meta } => self.to_apply(ApplyJob::TakeSnapshot(meta)).await?,
-            Output::RestoreSnapshot { meta } => self.to_apply(ApplyJob::Restore(meta)).await?,
+            Output::TakeSnapshot { meta } => self.send_apply(ApplyJob::TakeSnapshot(meta)).await?,
+            Output::RestoreSnapshot { meta } => self.send_apply(ApplyJob::Restore(meta)).await?,
             Output::ReadSnapshotChunk { to, index, offset, max_bytes } => {
                 self.read_chunk(to, index, offset, max_bytes)
             }
@@ -351,7 +351,7 @@ impl<A: Application> Loop<A> {
         Ok(())
     }
 
-    async fn to_apply(&mut self, job: ApplyJob<A>) -> Result<(), ()> {
+    async fn send_apply(&mut self, job: ApplyJob<A>) -> Result<(), ()> {
         self.apply.send(job).await.map_err(|_| ())
     }
 

@@ -49,7 +49,7 @@ async fn restarted_follower_catches_up_by_snapshot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_and_remove_a_node_and_transfer_leadership() {
-    let mut c = Cluster::start(3).await;
+    let c = Cluster::start(3).await;
     let leader = c.leader().await;
     c.node(leader).set("before", "join").await.unwrap();
     // Node 4 starts empty and is added through a follower (forwarded).
