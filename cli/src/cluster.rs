@@ -24,7 +24,7 @@ pub struct Args {
     #[arg(long, default_value_t = 3)]
     nodes: u64,
     /// Requests in the stress phase.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 50_000)]
     ops: u64,
     /// Connections in the stress phase.
     #[arg(long, default_value_t = 50)]
