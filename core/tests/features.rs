@@ -190,8 +190,12 @@ impl Net {
                 self.slots[i].disk.snapshot = Some((meta, bytes));
                 self.queue.push_back((i, Input::SnapshotTaken { index, ok: true }));
             }
-            Output::ReadSnapshotChunk { to, offset, max_bytes, .. } => {
+            Output::ReadSnapshotChunk { to, index, offset, max_bytes } => {
                 let (meta, bytes) = self.slots[i].disk.snapshot.clone().expect("a snapshot exists");
+                // The contract: a newer snapshot than the one asked for is
+                // sent from its first byte.
+                let offset =
+                    if index != LogIndex::ZERO && index != meta.index { 0 } else { offset };
                 let start = (offset as usize).min(bytes.len());
                 let end = (start + max_bytes).min(bytes.len());
                 let data = Bytes::copy_from_slice(&bytes[start..end]);

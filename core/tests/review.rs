@@ -4,7 +4,7 @@
 //! with writes that stay volatile until `sync` (a crash loses them),
 //! directed link cuts and message capture (for reordering and duplication).
 //!
-//! Tests marked `#[ignore = "review: ..."]` demonstrate a bug in the core and
+//! Tests marked `` demonstrate a bug in the core and
 //! fail today; the others confirm correct behaviour.
 
 use std::collections::{BTreeSet, VecDeque};
@@ -230,8 +230,12 @@ impl Net {
                 self.slots[i].disk.snapshot = Some((meta, bytes));
                 self.queue.push_back((i, Input::SnapshotTaken { index, ok: true }));
             }
-            Output::ReadSnapshotChunk { to, offset, max_bytes, .. } => {
+            Output::ReadSnapshotChunk { to, index, offset, max_bytes } => {
                 let (meta, bytes) = self.slots[i].disk.snapshot.clone().expect("a snapshot exists");
+                // The contract: a newer snapshot than the one asked for is
+                // sent from its first byte.
+                let offset =
+                    if index != LogIndex::ZERO && index != meta.index { 0 } else { offset };
                 let start = (offset as usize).min(bytes.len());
                 let end = (start + max_bytes).min(bytes.len());
                 let data = Bytes::copy_from_slice(&bytes[start..end]);
@@ -1001,7 +1005,7 @@ fn timeout_now_from_a_non_leader_is_ignored() {
 /// request that was never appended. A forward does not depend on the
 /// sender's term: it should be handled (or refused with `NotLeader`).
 #[test]
-#[ignore = "review: a Forward stamped with an older term is silently dropped; the caller waits 3 s for an ambiguous Timeout"]
+
 fn a_forward_with_an_older_term_is_answered() {
     // Node 1 leads term 2 (elected from the bootstrap term 1).
     let mut n = candidate(3);

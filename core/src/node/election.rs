@@ -143,11 +143,7 @@ impl Node {
     pub(super) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
         let was_leader = self.role == Role::Leader;
         if was_leader {
-            if term > self.term {
-                self.finish_transfer();
-            } else {
-                self.abort_transfer(crate::error::ProposeError::LeadershipLost);
-            }
+            self.end_transfer_on_step_down();
             self.fail_pending_reads();
             self.term_start = LogIndex::ZERO;
         }
@@ -210,6 +206,9 @@ impl Node {
     fn check_term(&mut self, m: &Message) -> bool {
         use MessageBody::*;
         if m.term > self.term {
+            if let Some(t) = &mut self.transfer {
+                t.deposed_by = Some(m.from);
+            }
             if let RequestVote { pre_vote, transfer, .. } = m.body {
                 // Leader lease (with CheckQuorum): while we hear from a leader,
                 // ignore campaigns, so a partitioned node that rejoins cannot
@@ -241,7 +240,11 @@ impl Node {
         }
         if m.term < self.term {
             match m.body {
-                Append { .. } | Heartbeat { .. } if self.cfg.check_quorum || self.cfg.pre_vote => {
+                // A forwarded request and its answer stand whatever the term.
+                Forward { .. } | ForwardResp { .. } => return true,
+                Append { .. } | Heartbeat { .. } | InstallSnapshot { .. }
+                    if self.cfg.check_quorum || self.cfg.pre_vote =>
+                {
                     // A stale leader: tell it our term so it steps down. Without
                     // this, a node whose term rose while isolated can stay stuck.
                     let me = self.cfg.id;

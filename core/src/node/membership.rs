@@ -157,7 +157,14 @@ impl Node {
         if self.conf.latest_index() > self.commit || self.commit < self.term_start {
             return Err(ProposeError::ConfigInFlight);
         }
-        if let MembershipChange::Promote(id) = *change {
+        let promoting = match *change {
+            MembershipChange::Promote(id) => Some(id),
+            MembershipChange::AddVoter { id, .. } if self.membership.learners.contains(&id) => {
+                Some(id)
+            }
+            _ => None,
+        };
+        if let Some(id) = promoting {
             let lag_ok = self.progress.iter().find(|p| p.id == id).is_some_and(|p| {
                 p.match_index.0 + self.cfg.promote_lag_entries_max >= self.log.last_index().0
             });

@@ -96,7 +96,12 @@ impl Node {
 
     fn check_read_round(&mut self) {
         let need = majority(self.membership.voters.len());
-        let done = self.reads.round.as_ref().is_some_and(|r| r.acks.len() >= need);
+        let voters = &self.membership.voters;
+        let done = self
+            .reads
+            .round
+            .as_ref()
+            .is_some_and(|r| r.acks.iter().filter(|id| voters.contains(id)).count() >= need);
         if !done {
             return;
         }

@@ -83,11 +83,19 @@ impl Node {
         let Some((_, meta)) = self.snap.requested.take_if(|(_, m)| m.index == index) else {
             return;
         };
-        if !ok || self.snap.taking.is_some() || index <= self.snap.meta.index {
+        // A received snapshot may have replaced the log meanwhile (installed,
+        // or written and not yet durable): this one is then stale.
+        if !ok
+            || self.snap.taking.is_some()
+            || self.snap.install_write.is_some()
+            || index <= self.snap.meta.index
+            || index <= self.log.snapshot_index()
+        {
             return;
         }
         let retention = self.cfg.snapshot_min_retention_entries as u64;
-        let compact = LogIndex(index.0.saturating_sub(retention)).max(self.log.snapshot_index());
+        let compact =
+            LogIndex(index.0.saturating_sub(retention)).max(self.log.snapshot_index()).min(index);
         let id = self
             .dur
             .write_snapshot(SnapshotWrite::Taken { meta: meta.clone(), compact_through: compact });
@@ -200,10 +208,15 @@ impl Node {
             return;
         }
         let p = &mut self.progress[i];
-        if p.state == ProgressState::Snapshot
-            && p.snap_index == index
-            && next_offset != p.snap_offset
-        {
+        if p.state != ProgressState::Snapshot || p.snap_index != index {
+            return;
+        }
+        // The follower names the offset it expects. One below the chunk in
+        // flight is a late duplicate (ignored), except 0: the follower
+        // restarted and lost its partial snapshot. The offset in flight
+        // itself means that chunk went missing: resend it now rather than at
+        // the chunk timeout.
+        if next_offset >= p.snap_offset || next_offset == 0 {
             p.snap_offset = next_offset;
             self.request_chunk(i);
         }

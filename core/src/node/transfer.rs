@@ -21,6 +21,8 @@ pub(crate) struct Transfer {
     who: Requester,
     deadline: u64,
     timeout_now_sent: bool,
+    /// Who sent the higher-term message that deposes us, if one did.
+    pub deposed_by: Option<NodeId>,
 }
 
 impl Transfer {
@@ -45,7 +47,8 @@ impl Node {
             return self.respond(who, ForwardResult::Rejected(error));
         }
         let deadline = self.now + u64::from(self.cfg.election_timeout_ticks_min);
-        self.transfer = Some(Transfer { target, who, deadline, timeout_now_sent: false });
+        self.transfer =
+            Some(Transfer { target, who, deadline, timeout_now_sent: false, deposed_by: None });
         self.maybe_send_timeout_now();
     }
 
@@ -83,11 +86,17 @@ impl Node {
         }
     }
 
-    /// This node stopped leading: a transfer in progress has handed off.
-    pub(super) fn finish_transfer(&mut self) {
-        if let Some(t) = self.transfer.take() {
+    /// This node stops leading: a transfer in progress handed off only if
+    /// the target's campaign deposed us; otherwise (CheckQuorum, another
+    /// node's term) the leader is lost and the hand-off did not happen.
+    pub(super) fn end_transfer_on_step_down(&mut self) {
+        let Some(t) = self.transfer.take() else { return };
+        let handed_off = t.timeout_now_sent && t.deposed_by == Some(t.target);
+        if handed_off {
             self.metrics.transfers_completed += 1;
             self.respond(t.who, ForwardResult::Completed);
+        } else {
+            self.respond(t.who, ForwardResult::Rejected(ProposeError::LeadershipLost));
         }
     }
 
