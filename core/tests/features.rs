@@ -365,6 +365,12 @@ fn a_lagging_learner_is_not_promoted() {
         net.outcome(r),
         Some(Output::Rejected { error: ProposeError::InvalidChange(_), .. })
     ));
+    // Adding it as a voter is a promotion too, with the same check.
+    let r = change(&mut net, l, add_voter(4));
+    assert!(matches!(
+        net.outcome(r),
+        Some(Output::Rejected { error: ProposeError::InvalidChange(_), .. })
+    ));
 }
 
 #[test]
