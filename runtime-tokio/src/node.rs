@@ -344,7 +344,7 @@ impl<A: Application> Loop<A> {
                     leader = leader.map(|l| l.0),
                     "role changed"
                 );
-                self.peers.update_addrs(&self.node.status().membership.addrs);
+                self.peers.update_addrs(&self.node.status().membership);
             }
             other => debug!(?other, "unhandled output"),
         }

@@ -121,10 +121,15 @@ impl Peers {
     }
 
     /// Updates addresses from the membership in force; stops writers to
-    /// peers whose address changed.
-    pub fn update_addrs(&mut self, addrs: &BTreeMap<NodeId, String>) {
-        for (id, addr) in addrs {
+    /// peers whose address changed and to former members (a writer is
+    /// started again if the node ever sends to one).
+    pub fn update_addrs(&mut self, membership: &xraft::Membership) {
+        for (id, addr) in &membership.addrs {
             self.learn(*id, addr.clone());
+        }
+        // A node not yet added knows no membership: keep what it has.
+        if !membership.voters.is_empty() {
+            self.peers.retain(|id, _| membership.contains(*id));
         }
     }
 
