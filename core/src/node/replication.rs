@@ -6,8 +6,8 @@
 //! only entries that are durable and known to match the current leader; it
 //! truncates only on a real conflict, never for a stale or reordered append;
 //! a leader counts itself only for durable entries and commits by counting
-//! only entries of its own term (Figure 8); apply never passes the local
-//! durable log.
+//! only entries of its own term (Figure 8); only committed entries are
+//! applied, in order, once each.
 
 use std::borrow::Cow;
 
@@ -476,9 +476,13 @@ impl Node {
         }
     }
 
-    /// Hands committed, locally durable entries to the application.
+    /// Hands committed entries to the application. They need not be durable
+    /// here: committed means durable on a majority, and the state machine is
+    /// rebuilt from snapshot and log on restart anyway. So a leader answers
+    /// a client once a majority (itself or not) has the entry, and its own
+    /// fsync is off that path when followers are faster.
     pub(super) fn maybe_apply(&mut self) {
-        let upto = self.commit.min(self.dur.stable_index());
+        let upto = self.commit;
         let in_flight = (self.apply_sent.0 - self.applied.0) as usize;
         if upto <= self.apply_sent || in_flight >= self.cfg.apply_entries_max {
             return;

@@ -94,8 +94,12 @@ impl Node {
             return;
         }
         let retention = self.cfg.snapshot_min_retention_entries as u64;
-        let compact =
-            LogIndex(index.0.saturating_sub(retention)).max(self.log.snapshot_index()).min(index);
+        // Entries are applied (and so snapshotted) before they are locally
+        // durable: never ask storage to drop entries it does not hold yet.
+        let compact = LogIndex(index.0.saturating_sub(retention))
+            .min(self.dur.stable_index())
+            .max(self.log.snapshot_index())
+            .min(index);
         let id = self
             .dur
             .write_snapshot(SnapshotWrite::Taken { meta: meta.clone(), compact_through: compact });
