@@ -195,6 +195,37 @@ pub enum Violation {
         /// Term at its end.
         to: Term,
     },
+    /// A follower's commit index went past anything a leader committed.
+    FollowerCommitAhead {
+        /// The node.
+        node: NodeId,
+        /// Its new commit index.
+        index: LogIndex,
+        /// The highest index any leader committed.
+        leader_max: LogIndex,
+    },
+    /// A snapshot's state or metadata disagrees with the committed history.
+    SnapshotMismatch {
+        /// The node.
+        node: NodeId,
+        /// The snapshot's index.
+        index: LogIndex,
+        /// What disagrees.
+        what: String,
+    },
+    /// The core broke its driving contract (an output the runtime cannot
+    /// carry out as specified).
+    Contract {
+        /// The node.
+        node: NodeId,
+        /// What it did.
+        what: String,
+    },
+    /// A client history is not linearizable.
+    NotLinearizable {
+        /// The checker's finding.
+        what: String,
+    },
     /// Live nodes' logs differ below their common commit index after healing.
     LogsDiffer {
         /// One node.
@@ -223,35 +254,51 @@ pub fn node_id(pos: usize) -> NodeId {
 /// A view of a log by index (a node's memory, or a disk).
 pub type LogView<'a> = &'a dyn Fn(LogIndex) -> Option<EntryId>;
 
+/// The chained hash of a history: `chain(prev, id)` after each entry.
+#[inline]
+pub fn chain(prev: u64, id: EntryId) -> u64 {
+    use std::hash::Hasher;
+    let mut h = Fnv::new();
+    h.write_u64(prev);
+    h.write_u64(id.term.0);
+    h.write_u64(id.hash);
+    h.finish()
+}
+
 /// The ghost oracle. See the module documentation.
 #[derive(Debug)]
 pub struct Oracle {
-    voters: usize,
     leaders: BTreeMap<Term, NodeId>,
     by_index_term: BTreeMap<(LogIndex, Term), u64>,
     committed: Vec<EntryId>,
-    applied: Vec<Vec<EntryId>>,
+    /// `chain[k]`: chained hash of `committed[..=k]`.
+    chain: Vec<u64>,
+    applied: Vec<LogIndex>,
     durable_hs: Vec<Option<HardState>>,
     acked: BTreeMap<LogIndex, EntryId>,
+    leader_commit_max: LogIndex,
 }
 
 impl Oracle {
-    /// An oracle for `nodes` nodes, all voters.
+    /// An oracle for `nodes` node slots.
     pub fn new(nodes: usize) -> Self {
         Oracle {
-            voters: nodes,
             leaders: BTreeMap::new(),
             by_index_term: BTreeMap::new(),
             committed: Vec::new(),
-            applied: vec![Vec::new(); nodes],
+            chain: Vec::new(),
+            applied: vec![LogIndex::ZERO; nodes],
             durable_hs: vec![None; nodes],
             acked: BTreeMap::new(),
+            leader_commit_max: LogIndex::ZERO,
         }
     }
 
-    /// Majority of the voters.
-    pub fn majority(&self) -> usize {
-        self.voters / 2 + 1
+    /// Records `id` as the next committed entry without any node's report:
+    /// the bootstrap configuration every founding member starts with.
+    pub fn bootstrap(&mut self, id: EntryId) {
+        self.push_committed(id);
+        self.leader_commit_max = self.commit_max();
     }
 
     /// The committed history's length.
@@ -265,23 +312,34 @@ impl Oracle {
         self.committed.get(i).copied()
     }
 
+    /// The chained hash of the committed history through `index` (0 for
+    /// index 0), if known.
+    pub fn chain_at(&self, index: LogIndex) -> Option<u64> {
+        match index.0.checked_sub(1) {
+            None => Some(0),
+            Some(k) => self.chain.get(usize::try_from(k).ok()?).copied(),
+        }
+    }
+
     /// Acknowledged writes so far.
     pub fn acked_count(&self) -> usize {
         self.acked.len()
     }
 
-    /// What `node` has applied since its last restart.
-    pub fn applied_log(&self, node: usize) -> &[EntryId] {
-        &self.applied[node]
+    /// The last index `node` has applied (or restored) since it started.
+    pub fn applied_index(&self, node: usize) -> LogIndex {
+        self.applied[node]
     }
 
     /// Election safety and leader completeness: `node` became leader of
-    /// `term`; `log` is its log at that moment.
+    /// `term`; `log` is its log at that moment, which a snapshot covers
+    /// through `snap_index`.
     pub fn leader_elected(
         &mut self,
         node: usize,
         term: Term,
         log: LogView<'_>,
+        snap_index: LogIndex,
     ) -> Result<(), Violation> {
         let id = node_id(node);
         match self.leaders.get(&term) {
@@ -293,11 +351,21 @@ impl Oracle {
                 self.leaders.insert(term, id);
             }
         }
-        for (k, want) in self.committed.iter().enumerate() {
-            let index = LogIndex(k as u64 + 1);
-            if log(index) != Some(*want) {
+        let max = self.commit_max();
+        if snap_index > max {
+            return Err(Violation::SnapshotMismatch {
+                node: id,
+                index: snap_index,
+                what: format!("snapshot beyond the committed history ({max:?})"),
+            });
+        }
+        let mut index = snap_index.next();
+        while index <= max {
+            let want = self.committed_at(index).expect("index <= commit_max");
+            if log(index) != Some(want) {
                 return Err(Violation::LeaderIncomplete { node: id, term, index });
             }
+            index = index.next();
         }
         Ok(())
     }
@@ -321,16 +389,21 @@ impl Oracle {
         }
     }
 
-    /// `node`'s commit index moved from `from` to `to`; `log` is its log and
-    /// `durable(voter, index)` the term a voter's disk holds durably there.
-    /// Checks the commit history and that `to` sits on a durable quorum.
+    /// `node`'s commit index moved from `from` to `to`; `log` is its log
+    /// (entries at or below `from` may be compacted). For a leader,
+    /// `voters` are the voters of its configuration in force and
+    /// `durable(voter, index, term)` whether a voter's disk holds that entry
+    /// durably: `to` must sit on a durable majority of them. A follower
+    /// (`voters` is `None`) may not commit past what some leader committed.
+    /// Both must agree with the commit history.
     pub fn commit_advanced(
         &mut self,
         node: usize,
         from: LogIndex,
         to: LogIndex,
         log: LogView<'_>,
-        durable: &dyn Fn(usize, LogIndex) -> Option<Term>,
+        durable: &dyn Fn(usize, LogIndex, Term) -> bool,
+        voters: Option<&[usize]>,
     ) -> Result<(), Violation> {
         let id = node_id(node);
         if to < from {
@@ -349,16 +422,29 @@ impl Oracle {
             last = Some(got);
             i = i.next();
         }
-        if let Some(got) = last {
-            let holders = (0..self.voters).filter(|&v| durable(v, to) == Some(got.term)).count();
-            let needed = self.majority();
-            if holders < needed {
-                return Err(Violation::CommitWithoutDurableQuorum {
-                    node: id,
-                    index: to,
-                    holders,
-                    needed,
-                });
+        let Some(got) = last else { return Ok(()) };
+        match voters {
+            Some(voters) => {
+                let holders = voters.iter().filter(|&&v| durable(v, to, got.term)).count();
+                let needed = voters.len() / 2 + 1;
+                if holders < needed {
+                    return Err(Violation::CommitWithoutDurableQuorum {
+                        node: id,
+                        index: to,
+                        holders,
+                        needed,
+                    });
+                }
+                self.leader_commit_max = self.leader_commit_max.max(to);
+            }
+            None => {
+                if to > self.leader_commit_max {
+                    return Err(Violation::FollowerCommitAhead {
+                        node: id,
+                        index: to,
+                        leader_max: self.leader_commit_max,
+                    });
+                }
             }
         }
         Ok(())
@@ -377,19 +463,27 @@ impl Oracle {
                 return Err(Violation::CommitDivergence { node, index, expected, got });
             }
         } else if k == self.committed.len() {
-            self.committed.push(got);
+            self.push_committed(got);
         } else {
-            // A node cannot commit past an unknown index: the ones before were
-            // committed by it in the same advance, in order.
-            unreachable!("commit history gap at {index:?}");
+            // Snapshots let a node commit past an index it never held; the
+            // history up to it must have been defined by whoever took the
+            // snapshot, so a gap here is a divergence.
+            let expected = EntryId { term: Term(0), hash: 0 };
+            return Err(Violation::CommitDivergence { node, index, expected, got });
         }
         Ok(())
+    }
+
+    fn push_committed(&mut self, got: EntryId) {
+        let prev = self.chain.last().copied().unwrap_or(0);
+        self.committed.push(got);
+        self.chain.push(chain(prev, got));
     }
 
     /// `node` applied `got` at `index`. Checks order and state machine safety.
     pub fn applied(&mut self, node: usize, index: LogIndex, got: EntryId) -> Result<(), Violation> {
         let id = node_id(node);
-        let expected_index = LogIndex(self.applied[node].len() as u64 + 1);
+        let expected_index = self.applied[node].next();
         if index != expected_index {
             return Err(Violation::ApplyOutOfOrder { node: id, index, expected: expected_index });
         }
@@ -405,16 +499,51 @@ impl Oracle {
                     let expected = EntryId { term: Term(0), hash: 0 };
                     return Err(Violation::ApplyDivergence { node: id, index, expected, got });
                 }
-                self.committed.push(got);
+                self.push_committed(got);
             }
         }
-        self.applied[node].push(got);
+        self.applied[node] = index;
         Ok(())
     }
 
-    /// `node` restarted: its volatile state machine starts again from empty.
-    pub fn restarted(&mut self, node: usize) {
-        self.applied[node].clear();
+    /// `node`'s state machine jumped to a snapshot of `index` whose state
+    /// has the chained hash `state`: it must move forward and equal the
+    /// committed history's state at `index`.
+    pub fn restored(&mut self, node: usize, index: LogIndex, state: u64) -> Result<(), Violation> {
+        let id = node_id(node);
+        if index <= self.applied[node] {
+            return Err(Violation::ApplyOutOfOrder {
+                node: id,
+                index,
+                expected: self.applied[node],
+            });
+        }
+        self.check_state(node, index, state)?;
+        self.applied[node] = index;
+        Ok(())
+    }
+
+    /// `node` (re)started with its state machine at `index` (its durable
+    /// snapshot, or 0) whose state has the chained hash `state`.
+    pub fn restarted(&mut self, node: usize, index: LogIndex, state: u64) -> Result<(), Violation> {
+        self.applied[node] = index;
+        self.check_state(node, index, state)
+    }
+
+    fn check_state(&self, node: usize, index: LogIndex, state: u64) -> Result<(), Violation> {
+        match self.chain_at(index) {
+            Some(c) if c == state => Ok(()),
+            Some(_) => Err(Violation::SnapshotMismatch {
+                node: node_id(node),
+                index,
+                what: "state differs from the committed history's".into(),
+            }),
+            None => Err(Violation::SnapshotMismatch {
+                node: node_id(node),
+                index,
+                what: format!("snapshot beyond the committed history ({:?})", self.commit_max()),
+            }),
+        }
     }
 
     /// `node`'s disk made `hs` durable (if any). Term never decreases; the
@@ -455,22 +584,22 @@ impl Oracle {
     }
 
     /// At the end: every acknowledged write at or below `upto` is in the
-    /// committed history and in the applied log of each of `nodes`.
+    /// committed history, and each of `nodes` has applied past it (every
+    /// apply and restore was checked against that history).
     pub fn check_acked(&self, nodes: &[usize], upto: LogIndex) -> Result<(), Violation> {
         for (&index, &acked) in self.acked.range(..=upto) {
-            let k = (index.0 - 1) as usize;
-            if self.committed.get(k) != Some(&acked) {
-                return Err(Violation::AckedLost {
-                    node: NodeId(0),
-                    index,
-                    acked,
-                    found: self.committed.get(k).copied(),
-                });
+            let found = self.committed_at(index);
+            if found != Some(acked) {
+                return Err(Violation::AckedLost { node: NodeId(0), index, acked, found });
             }
             for &n in nodes {
-                let found = self.applied[n].get(k).copied();
-                if found != Some(acked) {
-                    return Err(Violation::AckedLost { node: node_id(n), index, acked, found });
+                if self.applied[n] < index {
+                    return Err(Violation::AckedLost {
+                        node: node_id(n),
+                        index,
+                        acked,
+                        found: None,
+                    });
                 }
             }
         }
@@ -494,11 +623,15 @@ mod tests {
     fn two_leaders_in_a_term_fire() {
         let mut o = Oracle::new(3);
         let empty = log_of(&[]);
-        assert_eq!(o.leader_elected(0, Term(2), &empty), Ok(()));
-        assert_eq!(o.leader_elected(0, Term(2), &empty), Ok(()), "same leader again is fine");
-        assert_eq!(o.leader_elected(1, Term(3), &empty), Ok(()));
+        assert_eq!(o.leader_elected(0, Term(2), &empty, LogIndex(0)), Ok(()));
         assert_eq!(
-            o.leader_elected(2, Term(2), &empty),
+            o.leader_elected(0, Term(2), &empty, LogIndex(0)),
+            Ok(()),
+            "same leader again is fine"
+        );
+        assert_eq!(o.leader_elected(1, Term(3), &empty, LogIndex(0)), Ok(()));
+        assert_eq!(
+            o.leader_elected(2, Term(2), &empty, LogIndex(0)),
             Err(Violation::TwoLeaders { term: Term(2), first: NodeId(1), second: NodeId(3) })
         );
     }
@@ -532,7 +665,7 @@ mod tests {
             o.applied(0, LogIndex(1), id(1, 10)),
             Err(Violation::ApplyOutOfOrder { .. })
         ));
-        o.restarted(0);
+        assert_eq!(o.restarted(0, LogIndex(0), 0), Ok(()));
         assert_eq!(o.applied(0, LogIndex(1), id(1, 10)), Ok(()));
     }
 
@@ -569,9 +702,13 @@ mod tests {
             (0, 2) => Some(Term(2)),
             _ => None,
         };
-        assert_eq!(o.commit_advanced(0, LogIndex(0), LogIndex(1), &view, &durable), Ok(()));
+        let durable3 = |v: usize, i: LogIndex, t: Term| durable(v, i) == Some(t);
         assert_eq!(
-            o.commit_advanced(0, LogIndex(1), LogIndex(2), &view, &durable),
+            o.commit_advanced(0, LogIndex(0), LogIndex(1), &view, &durable3, Some(&[0, 1, 2])),
+            Ok(())
+        );
+        assert_eq!(
+            o.commit_advanced(0, LogIndex(1), LogIndex(2), &view, &durable3, Some(&[0, 1, 2])),
             Err(Violation::CommitWithoutDurableQuorum {
                 node: NodeId(1),
                 index: LogIndex(2),
@@ -582,22 +719,29 @@ mod tests {
         // Durable on two of three: fine.
         let mut o = Oracle::new(3);
         let durable2 = |v: usize, i: LogIndex| (v < 2 || i.0 == 1).then_some(Term(i.0));
-        assert_eq!(o.commit_advanced(0, LogIndex(0), LogIndex(2), &view, &durable2), Ok(()));
+        let durable23 = |v: usize, i: LogIndex, t: Term| durable2(v, i) == Some(t);
+        assert_eq!(
+            o.commit_advanced(0, LogIndex(0), LogIndex(2), &view, &durable23, Some(&[0, 1, 2])),
+            Ok(())
+        );
     }
 
     #[test]
     fn commit_divergence_and_regression_fire() {
-        let mut o = Oracle::new(1);
+        let mut o = Oracle::new(3);
         let a = [id(1, 1), id(2, 2)];
         let b = [id(1, 1), id(3, 3)];
-        let all = |_: usize, i: LogIndex| Some(Term(if i.0 == 1 { 1 } else { 2 }));
-        assert_eq!(o.commit_advanced(0, LogIndex(0), LogIndex(2), &log_of(&a), &all), Ok(()));
+        let all3 = |_: usize, _: LogIndex, _: Term| true;
+        assert_eq!(
+            o.commit_advanced(0, LogIndex(0), LogIndex(2), &log_of(&a), &all3, Some(&[0, 1, 2])),
+            Ok(())
+        );
         assert!(matches!(
-            o.commit_advanced(0, LogIndex(1), LogIndex(2), &log_of(&b), &all),
+            o.commit_advanced(0, LogIndex(1), LogIndex(2), &log_of(&b), &all3, Some(&[0, 1, 2])),
             Err(Violation::CommitDivergence { index: LogIndex(2), .. })
         ));
         assert!(matches!(
-            o.commit_advanced(0, LogIndex(2), LogIndex(1), &log_of(&a), &all),
+            o.commit_advanced(0, LogIndex(2), LogIndex(1), &log_of(&a), &all3, Some(&[0, 1, 2])),
             Err(Violation::CommitRegressed { .. })
         ));
     }
@@ -606,14 +750,17 @@ mod tests {
     fn leader_missing_a_committed_entry_fires() {
         let mut o = Oracle::new(3);
         let full = [id(1, 1), id(2, 2)];
-        let all = |_: usize, i: LogIndex| Some(Term(i.0));
-        assert_eq!(o.commit_advanced(0, LogIndex(0), LogIndex(2), &log_of(&full), &all), Ok(()));
+        let all3 = |_: usize, _: LogIndex, _: Term| true;
+        assert_eq!(
+            o.commit_advanced(0, LogIndex(0), LogIndex(2), &log_of(&full), &all3, Some(&[0, 1, 2])),
+            Ok(())
+        );
         let short = [id(1, 1)];
         assert_eq!(
-            o.leader_elected(1, Term(3), &log_of(&short)),
+            o.leader_elected(1, Term(3), &log_of(&short), LogIndex(0)),
             Err(Violation::LeaderIncomplete { node: NodeId(2), term: Term(3), index: LogIndex(2) })
         );
-        assert_eq!(o.leader_elected(2, Term(4), &log_of(&full)), Ok(()));
+        assert_eq!(o.leader_elected(2, Term(4), &log_of(&full), LogIndex(0)), Ok(()));
     }
 
     #[test]

@@ -18,16 +18,20 @@
 //! drives the same loop the seeded swarm uses.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
+use std::collections::BinaryHeap;
 
 use bytes::Bytes;
 use xraft::{
-    Commands, Config, Input, LogIndex, Message, MessageBody, Node, NodeId, Output, PersistWrite,
-    ProposeError, Role, Term,
+    Commands, Config, Entry, EntryKind, Input, LogIndex, Membership, MembershipChange, Message,
+    MessageBody, Metrics, Node, NodeId, Output, PersistWrite, ProposeError, RequestId, Role,
+    SnapshotMeta, SnapshotWrite, Term,
 };
 
+use crate::app::{decode_write, encode_write, App, Key, Value};
 use crate::check::{node_id, EntryId, Oracle, Violation};
-use crate::disk::{CrashMode, Disk};
+use crate::disk::{CrashMode, Disk, WriteError};
+use crate::linear::{HistOp, OpKind};
 use crate::net::{LinkModel, Network};
 use crate::sim_rng::{derive_seed, stream, SimRng};
 use crate::trace::{role_name, DropWhy, Rec, Trace};
@@ -48,6 +52,18 @@ pub struct CoreKnobs {
     pub append_entries_max: usize,
     /// `Config::forward_requests`.
     pub forward_requests: bool,
+    /// `Config::snapshot_threshold_entries`.
+    pub snapshot_threshold_entries: usize,
+    /// `Config::snapshot_min_retention_entries`.
+    pub snapshot_min_retention_entries: usize,
+    /// `Config::snapshot_chunk_bytes`.
+    pub snapshot_chunk_bytes: usize,
+    /// `Config::snapshot_chunk_timeout_ticks`.
+    pub snapshot_chunk_timeout_ticks: u32,
+    /// `Config::propose_timeout_ticks`.
+    pub propose_timeout_ticks: u32,
+    /// `Config::promote_lag_entries_max`.
+    pub promote_lag_entries_max: u64,
 }
 
 impl Default for CoreKnobs {
@@ -59,7 +75,25 @@ impl Default for CoreKnobs {
             inflight_appends_max: c.inflight_appends_max,
             append_entries_max: c.append_entries_max,
             forward_requests: c.forward_requests,
+            snapshot_threshold_entries: c.snapshot_threshold_entries,
+            snapshot_min_retention_entries: c.snapshot_min_retention_entries,
+            snapshot_chunk_bytes: c.snapshot_chunk_bytes,
+            snapshot_chunk_timeout_ticks: c.snapshot_chunk_timeout_ticks,
+            propose_timeout_ticks: c.propose_timeout_ticks,
+            promote_lag_entries_max: c.promote_lag_entries_max,
         }
+    }
+}
+
+impl CoreKnobs {
+    /// Tiny snapshot settings: compact every `threshold` entries, keep
+    /// `retention`, ship `chunk`-byte chunks with a short retry timeout.
+    pub fn with_snapshots(mut self, threshold: usize, retention: usize, chunk: usize) -> Self {
+        self.snapshot_threshold_entries = threshold;
+        self.snapshot_min_retention_entries = retention;
+        self.snapshot_chunk_bytes = chunk;
+        self.snapshot_chunk_timeout_ticks = 10;
+        self
     }
 }
 
@@ -82,6 +116,10 @@ pub enum Canary {
 pub struct ClusterConfig {
     /// Number of founding voters.
     pub nodes: usize,
+    /// Extra node slots that start empty and may join later.
+    pub spares: usize,
+    /// Probability the application fails to take a requested snapshot.
+    pub snapshot_fail: f64,
     /// The root seed.
     pub seed: u64,
     /// Initial model of every link.
@@ -111,6 +149,8 @@ impl ClusterConfig {
     pub fn lab(nodes: usize, seed: u64) -> Self {
         ClusterConfig {
             nodes,
+            spares: 0,
+            snapshot_fail: 0.0,
             seed,
             link: LinkModel::RELIABLE,
             disk_latency_us: (100, 2_000),
@@ -226,6 +266,60 @@ pub struct Stats {
     pub applied: u64,
     /// Simulated microseconds.
     pub sim_us: u64,
+    /// Snapshots the application took (`TakeSnapshot` answered).
+    pub app_snapshots: u64,
+    /// Snapshot chunks read for a leader.
+    pub chunks_read: u64,
+    /// State machine restores from an installed snapshot.
+    pub restores: u64,
+    /// Client register writes issued.
+    pub client_writes: u64,
+    /// Client register writes acknowledged.
+    pub client_writes_ok: u64,
+    /// Client reads issued.
+    pub client_reads: u64,
+    /// Client reads served.
+    pub client_reads_ok: u64,
+    /// Requests answered `NoLeader`.
+    pub err_no_leader: u64,
+    /// Requests answered `NotLeader`.
+    pub err_not_leader: u64,
+    /// Requests answered `ConfigInFlight`.
+    pub err_config_in_flight: u64,
+    /// Requests answered `Timeout`.
+    pub err_timeout: u64,
+    /// Requests answered `LeadershipLost`.
+    pub err_leadership_lost: u64,
+    /// Requests answered `Transferring`.
+    pub err_transferring: u64,
+    /// Requests answered with another error (`Busy`, `InvalidChange`, ...).
+    pub err_other: u64,
+    /// Membership changes accepted (`Proposed`).
+    pub changes_proposed: u64,
+    /// Leadership transfers requested.
+    pub transfers_requested: u64,
+    /// Core metrics summed over every node incarnation: snapshots taken.
+    pub snapshots_taken: u64,
+    /// Core: snapshots installed from a leader.
+    pub snapshots_installed: u64,
+    /// Core: snapshot transfers completed by leaders.
+    pub snapshots_sent: u64,
+    /// Core: membership changes committed.
+    pub config_changes_committed: u64,
+    /// Core: learners promoted.
+    pub learners_promoted: u64,
+    /// Core: leadership transfers handed off.
+    pub transfers_completed: u64,
+    /// Core: reads released (`ReadReady`).
+    pub reads_served: u64,
+    /// Core: requests forwarded to a leader.
+    pub forwarded: u64,
+    /// Client operations checked for linearizability (by index).
+    pub lin_ops_checked: u64,
+    /// Keys whose history the WGL search checked.
+    pub wgl_keys_checked: u64,
+    /// Operations the WGL search checked.
+    pub wgl_ops_checked: u64,
 }
 
 impl Stats {
@@ -256,9 +350,131 @@ impl Stats {
             acked,
             proposals_lost,
             applied,
-            sim_us
+            sim_us,
+            app_snapshots,
+            chunks_read,
+            restores,
+            client_writes,
+            client_writes_ok,
+            client_reads,
+            client_reads_ok,
+            err_no_leader,
+            err_not_leader,
+            err_config_in_flight,
+            err_timeout,
+            err_leadership_lost,
+            err_transferring,
+            err_other,
+            changes_proposed,
+            transfers_requested,
+            snapshots_taken,
+            snapshots_installed,
+            snapshots_sent,
+            config_changes_committed,
+            learners_promoted,
+            transfers_completed,
+            reads_served,
+            forwarded,
+            lin_ops_checked,
+            wgl_keys_checked,
+            wgl_ops_checked
         );
     }
+
+    /// Adds a node's core counters.
+    pub fn add_metrics(&mut self, m: &Metrics) {
+        self.snapshots_taken += m.snapshots_taken;
+        self.snapshots_installed += m.snapshots_installed;
+        self.snapshots_sent += m.snapshots_sent;
+        self.config_changes_committed += m.config_changes_committed;
+        self.learners_promoted += m.learners_promoted;
+        self.transfers_completed += m.transfers_completed;
+        self.reads_served += m.reads_served;
+        self.forwarded += m.forwarded;
+    }
+}
+
+/// The state of a client operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpState {
+    /// Submitted, no answer yet.
+    Pending,
+    /// Succeeded: the write is applied / the read served.
+    Done,
+    /// Definitely did not and will not take effect.
+    Failed,
+    /// The outcome is unknown (timeout, leadership lost, node crashed).
+    Unknown,
+}
+
+/// One client operation on a register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientOp {
+    /// The node it was submitted to.
+    pub node: usize,
+    /// The register.
+    pub key: Key,
+    /// `Some(v)` for a write of `v`, `None` for a read.
+    pub write: Option<Value>,
+    /// What a finished read returned.
+    pub read: Option<Option<Value>>,
+    /// Invocation time, microseconds.
+    pub invoke: u64,
+    /// Return time, if finished.
+    pub ret: Option<u64>,
+    /// A write's log index, or the applied index a read was served at.
+    pub index: Option<LogIndex>,
+    /// Where it stands.
+    pub state: OpState,
+}
+
+/// How a request (of any kind) was answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Appended at `first..=last` in `term`.
+    Proposed {
+        /// First index.
+        first: LogIndex,
+        /// Last index.
+        last: LogIndex,
+        /// The leader's term.
+        term: Term,
+    },
+    /// Refused, or failed with an unknown outcome.
+    Rejected(ProposeError),
+    /// A read may be served: its read index and the applied index it was
+    /// served at.
+    ReadReady {
+        /// The read index.
+        index: LogIndex,
+        /// The node's applied index when served.
+        applied: LogIndex,
+    },
+    /// A transfer handed off.
+    Completed,
+}
+
+#[derive(Clone, Debug)]
+enum ReqKind {
+    /// Commands, each maybe a client write op.
+    Propose(Vec<Option<usize>>),
+    /// A read, maybe a client op.
+    Read(Option<usize>),
+    Change,
+    Transfer,
+}
+
+#[derive(Clone, Debug)]
+struct Req {
+    node: usize,
+    kind: ReqKind,
+}
+
+/// A proposed entry awaiting its apply on the node that accepted it.
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    term: Term,
+    op: Option<usize>,
 }
 
 /// The first violation of a run and when it happened.
@@ -290,6 +506,10 @@ enum Ev {
     Applied(usize, u32, LogIndex),
     /// Canary only: a premature `Persisted`.
     EarlyAck(usize, u32, xraft::PersistId),
+    /// The application's snapshot is durable (or failed): store it, answer.
+    SnapTaken(usize, u32, Box<SnapshotMeta>, Option<Bytes>),
+    /// An answer the runtime feeds back later (a snapshot chunk read).
+    Feed(usize, u32, Box<Input>),
 }
 
 #[derive(Debug)]
@@ -327,10 +547,13 @@ struct Slot {
     wake_us: u64,
     disk_busy: bool,
     last_commit: LogIndex,
-    /// The model state machine: the payload applied at each index.
-    applied: Vec<Bytes>,
-    /// Accepted proposals awaiting apply: last index -> (term, request).
-    proposals: BTreeMap<LogIndex, (Term, u64)>,
+    /// Highest index the node's in-memory log may have compacted or
+    /// replaced by a snapshot (entries at or below it may be missing).
+    mem_snap: LogIndex,
+    /// The model state machine.
+    app: App,
+    /// Accepted proposals awaiting apply, one per index.
+    proposals: BTreeMap<LogIndex, Pending>,
 }
 
 /// The simulated cluster. See the module documentation.
@@ -350,8 +573,20 @@ pub struct Cluster {
     failure: Option<Failure>,
     out_buf: Vec<Output>,
     next_request: u64,
+    /// The request submitted synchronously by `propose_many`.
+    sync_request: u64,
     propose_result: Option<Result<Proposed, ProposeError>>,
     voters: Vec<NodeId>,
+    /// Requests not yet answered.
+    requests: BTreeMap<u64, Req>,
+    /// How each request was answered (scripted tests look here).
+    outcomes: BTreeMap<u64, Outcome>,
+    /// Client operations, by op id.
+    ops: Vec<ClientOp>,
+    /// Payload of each committed entry (index - 1).
+    history: Vec<Bytes>,
+    /// Committed configuration entries, in index order.
+    configs: Vec<(LogIndex, Membership)>,
 }
 
 impl Cluster {
@@ -361,14 +596,16 @@ impl Cluster {
         Cluster::with_config(ClusterConfig::lab(n, seed))
     }
 
-    /// A cluster built from `cfg`, every node bootstrapped and started.
+    /// A cluster built from `cfg`, every node bootstrapped and started
+    /// (spare slots start empty, outside the cluster).
     pub fn with_config(cfg: ClusterConfig) -> Self {
         let n = cfg.nodes;
-        assert!((1..=16).contains(&n), "1..=16 nodes");
+        let total = n + cfg.spares;
+        assert!((1..=16).contains(&n) && total <= 16, "1..=16 nodes");
         let voters: Vec<NodeId> = (0..n).map(node_id).collect();
         let mut rng_ticks = SimRng::derive(cfg.seed, stream::NODE - 1);
-        let slots = (0..n)
-            .map(|_| {
+        let slots = (0..total)
+            .map(|i| {
                 let drift = if cfg.tick_drift_ppm > 0 {
                     let d = rng_ticks.between(0, 2 * cfg.tick_drift_ppm) as i64
                         - cfg.tick_drift_ppm as i64;
@@ -378,14 +615,15 @@ impl Cluster {
                 };
                 Slot {
                     node: None,
-                    disk: Disk::bootstrap(&voters),
+                    disk: if i < n { Disk::bootstrap(&voters) } else { Disk::empty() },
                     incarnation: 0,
                     tick_period_us: TICK_US.wrapping_add(drift),
                     next_tick_us: rng_ticks.below(TICK_US),
                     wake_us: u64::MAX,
                     disk_busy: false,
                     last_commit: LogIndex::ZERO,
-                    applied: Vec::new(),
+                    mem_snap: LogIndex::ZERO,
+                    app: App::default(),
                     proposals: BTreeMap::new(),
                 }
             })
@@ -395,8 +633,8 @@ impl Cluster {
             seq: 0,
             queue: BinaryHeap::new(),
             slots,
-            net: Network::new(n, cfg.link),
-            oracle: Oracle::new(n),
+            net: Network::new(total, cfg.link),
+            oracle: Oracle::new(total),
             trace: Trace::new(cfg.verbose),
             rng_net: SimRng::derive(cfg.seed, stream::NET),
             rng_disk: SimRng::derive(cfg.seed, stream::DISK),
@@ -404,11 +642,23 @@ impl Cluster {
             failure: None,
             out_buf: Vec::new(),
             next_request: 1,
+            sync_request: 0,
             propose_result: None,
             voters,
+            requests: BTreeMap::new(),
+            outcomes: BTreeMap::new(),
+            ops: Vec::new(),
+            history: Vec::new(),
+            configs: Vec::new(),
             cfg,
         };
-        for i in 0..n {
+        // The bootstrap configuration is committed by construction.
+        let boot = xraft::RestartState::bootstrap(c.voters.iter().copied());
+        for e in &boot.entries {
+            c.oracle.bootstrap(EntryId::of(e));
+            c.push_history(e);
+        }
+        for i in 0..total {
             c.start_node(i);
         }
         c
@@ -451,7 +701,7 @@ impl Cluster {
 
     // ----- observation -----
 
-    /// Number of nodes.
+    /// Number of node slots (founding members and spares).
     pub fn len(&self) -> usize {
         self.slots.len()
     }
@@ -476,9 +726,22 @@ impl Cluster {
         &self.slots[i].disk
     }
 
-    /// The payloads node `i` has applied since it last started (index - 1).
+    /// Node `i`'s state machine.
+    pub fn app(&self, i: usize) -> &App {
+        &self.slots[i].app
+    }
+
+    /// The payloads node `i`'s state machine has applied (index - 1), by
+    /// applying entries or restoring a snapshot. Every apply and restore is
+    /// checked against the committed history, so this is a prefix of it.
     pub fn applied(&self, i: usize) -> &[Bytes] {
-        &self.slots[i].applied
+        let k = (self.slots[i].app.index.0 as usize).min(self.history.len());
+        &self.history[..k]
+    }
+
+    /// The payloads of the committed history (index - 1).
+    pub fn committed_payloads(&self) -> &[Bytes] {
+        &self.history
     }
 
     /// Writes node `i` emitted that are not yet durable.
@@ -504,14 +767,43 @@ impl Cluster {
         best.map(|(_, i)| i)
     }
 
+    /// The membership node `i` has in force (its latest configuration).
+    pub fn membership(&self, i: usize) -> Option<Membership> {
+        self.node(i).map(|n| n.status().membership)
+    }
+
+    /// The committed configuration in force at `index`.
+    pub fn committed_config_at(&self, index: LogIndex) -> Option<&Membership> {
+        self.configs.iter().rev().find(|(i, _)| *i <= index).map(|(_, m)| m)
+    }
+
+    /// The latest committed configuration.
+    pub fn committed_config(&self) -> Option<&Membership> {
+        self.configs.last().map(|(_, m)| m)
+    }
+
     /// The first violation, if any.
     pub fn failure(&self) -> Option<&Failure> {
         self.failure.as_ref()
     }
 
-    /// Coverage counters.
-    pub fn stats(&self) -> &Stats {
-        &self.stats
+    /// Coverage counters, including the core counters of every node
+    /// incarnation so far.
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats;
+        for slot in &self.slots {
+            if let Some(n) = &slot.node {
+                s.add_metrics(n.metrics());
+            }
+        }
+        s
+    }
+
+    /// Adds to the linearizability coverage counters.
+    pub fn count_checked(&mut self, by_index: u64, wgl_keys: u64, wgl_ops: u64) {
+        self.stats.lin_ops_checked += by_index;
+        self.stats.wgl_keys_checked += wgl_keys;
+        self.stats.wgl_ops_checked += wgl_ops;
     }
 
     /// The trace.
@@ -658,20 +950,30 @@ impl Cluster {
 
     /// Crashes node `i`; `mode` says what happens to its pending writes.
     pub fn crash_with(&mut self, i: usize, mode: CrashMode) {
-        if self.slots[i].node.take().is_none() {
-            return;
-        }
+        let Some(node) = self.slots[i].node.take() else { return };
+        self.stats.add_metrics(node.metrics());
         let (kept, outcome) = self.slots[i].disk.crash(mode, &mut self.rng_disk);
         for w in &kept {
             self.make_durable(i, w);
         }
+        self.slots[i].disk.drop_staging();
         let s = &mut self.slots[i];
         s.incarnation += 1;
         s.disk_busy = false;
         s.wake_us = u64::MAX;
-        s.proposals.clear();
-        s.applied.clear();
-        self.oracle.restarted(i);
+        let pending = std::mem::take(&mut s.proposals);
+        for p in pending.values() {
+            if let Some(op) = p.op {
+                self.unknown(op);
+            }
+        }
+        // Every request the node had not answered has an unknown outcome.
+        let lost: Vec<u64> =
+            self.requests.iter().filter(|(_, r)| r.node == i).map(|(&id, _)| id).collect();
+        for id in lost {
+            let r = self.requests.remove(&id).expect("listed");
+            self.forget_request(r);
+        }
         self.stats.crashes += 1;
         if outcome.kept < outcome.pending {
             self.stats.crashes_losing_writes += 1;
@@ -715,24 +1017,166 @@ impl Cluster {
         self.propose_many(i, cmds)
     }
 
-    /// Submits commands to node `i`. `Err(None)` if the node is down.
+    /// Submits commands to node `i` and returns the answer given at once
+    /// (`Err(Some(NoLeader))` stands for "no answer yet": forwarded).
+    /// `Err(None)` if the node is down.
     pub fn propose_many(
         &mut self,
         i: usize,
         commands: Commands,
     ) -> Result<Proposed, Option<ProposeError>> {
+        let ops = vec![None; commands.len()];
+        self.submit_propose(i, commands, ops).map_err(|e| e.map(|(_, e)| e))
+    }
+
+    fn submit_propose(
+        &mut self,
+        i: usize,
+        commands: Commands,
+        ops: Vec<Option<usize>>,
+    ) -> Result<Proposed, Option<(u64, ProposeError)>> {
         if self.slots[i].node.is_none() {
             return Err(None);
         }
-        let request = self.next_request;
-        self.next_request += 1;
+        let request = self.new_request(i, ReqKind::Propose(ops));
         self.stats.proposals += 1;
         self.propose_result = None;
-        self.step_node(i, Input::Propose { request: xraft::RequestId(request), commands });
+        self.sync_request = request;
+        self.step_node(i, Input::Propose { request: RequestId(request), commands });
+        self.sync_request = 0;
         let r = self.propose_result.take().unwrap_or(Err(ProposeError::NoLeader));
         let index = r.as_ref().map_or(LogIndex::ZERO, |p| p.last);
         self.trace.push(self.now, Rec::Propose { node: node_id(i), request, index });
-        r.map_err(Some)
+        r.map_err(|e| Some((request, e)))
+    }
+
+    fn new_request(&mut self, node: usize, kind: ReqKind) -> u64 {
+        let request = self.next_request;
+        self.next_request += 1;
+        self.requests.insert(request, Req { node, kind });
+        request
+    }
+
+    /// A client writes `value` to `key` through node `i`; returns the op id.
+    pub fn client_write(&mut self, i: usize, writes: &[(Key, Value)]) -> Vec<usize> {
+        let mut ids = Vec::with_capacity(writes.len());
+        let mut cmds = Commands::new();
+        for &(key, value) in writes {
+            ids.push(self.new_op(i, key, Some(value)));
+            cmds.push(encode_write(key, value));
+        }
+        self.stats.client_writes += writes.len() as u64;
+        if self.slots[i].node.is_none() {
+            ids.iter().for_each(|&op| self.ops[op].state = OpState::Failed);
+            return ids;
+        }
+        let _ = self.submit_propose(i, cmds, ids.iter().map(|&o| Some(o)).collect());
+        ids
+    }
+
+    /// A client reads `key` through node `i` (ReadIndex); returns the op id.
+    pub fn client_read(&mut self, i: usize, key: Key) -> usize {
+        let op = self.new_op(i, key, None);
+        self.stats.client_reads += 1;
+        if self.slots[i].node.is_none() {
+            self.ops[op].state = OpState::Failed;
+            return op;
+        }
+        let request = self.new_request(i, ReqKind::Read(Some(op)));
+        self.step_node(i, Input::ReadIndex { request: RequestId(request) });
+        op
+    }
+
+    fn new_op(&mut self, node: usize, key: Key, write: Option<Value>) -> usize {
+        self.ops.push(ClientOp {
+            node,
+            key,
+            write,
+            read: None,
+            invoke: self.now,
+            ret: None,
+            index: None,
+            state: OpState::Pending,
+        });
+        self.ops.len() - 1
+    }
+
+    /// Asks node `i` for a read index (no client op); returns the request.
+    pub fn read_index(&mut self, i: usize) -> Option<u64> {
+        self.slots[i].node.as_ref()?;
+        let request = self.new_request(i, ReqKind::Read(None));
+        self.step_node(i, Input::ReadIndex { request: RequestId(request) });
+        Some(request)
+    }
+
+    /// Asks node `i` for a membership change; returns the request.
+    pub fn change_membership(&mut self, i: usize, change: MembershipChange) -> Option<u64> {
+        self.slots[i].node.as_ref()?;
+        let request = self.new_request(i, ReqKind::Change);
+        self.trace.push(
+            self.now,
+            Rec::Fault {
+                what: change_name(&change),
+                node: node_id(i),
+                detail: change_target(&change).0,
+            },
+        );
+        self.step_node(i, Input::ChangeMembership { request: RequestId(request), change });
+        Some(request)
+    }
+
+    /// Asks node `i` to hand leadership to node `target` (a position).
+    pub fn transfer_leadership(&mut self, i: usize, target: usize) -> Option<u64> {
+        self.slots[i].node.as_ref()?;
+        let request = self.new_request(i, ReqKind::Transfer);
+        self.stats.transfers_requested += 1;
+        self.trace.push(
+            self.now,
+            Rec::Fault { what: "transfer", node: node_id(i), detail: target as u64 + 1 },
+        );
+        let input =
+            Input::TransferLeadership { request: RequestId(request), target: node_id(target) };
+        self.step_node(i, input);
+        Some(request)
+    }
+
+    /// How request `request` was answered, if it was.
+    pub fn outcome(&self, request: u64) -> Option<&Outcome> {
+        self.outcomes.get(&request)
+    }
+
+    /// Every client operation so far.
+    pub fn ops(&self) -> &[ClientOp] {
+        &self.ops
+    }
+
+    /// The client history for the linearizability checkers: finished ops
+    /// with their point; writes of unknown outcome without a return; reads
+    /// of unknown outcome and definitely failed ops left out.
+    pub fn history(&self) -> Vec<HistOp> {
+        self.ops
+            .iter()
+            .filter_map(|o| {
+                let done = o.state == OpState::Done;
+                let (ret, index) = if done { (o.ret, o.index) } else { (None, None) };
+                let kind = match (o.write, o.state) {
+                    (_, OpState::Failed) => return None,
+                    (Some(v), _) => OpKind::Write(v),
+                    (None, OpState::Done) => OpKind::Read(Some(o.read.expect("served read"))),
+                    (None, _) => return None,
+                };
+                Some(HistOp { key: o.key, kind, invoke: o.invoke, ret, index })
+            })
+            .collect()
+    }
+
+    /// Every committed register write: index -> (key, value).
+    pub fn committed_writes(&self) -> BTreeMap<LogIndex, (Key, Value)> {
+        self.history
+            .iter()
+            .enumerate()
+            .filter_map(|(k, d)| decode_write(d).map(|kv| (LogIndex(k as u64 + 1), kv)))
+            .collect()
     }
 
     // ----- the event loop -----
@@ -746,11 +1190,18 @@ impl Cluster {
         let mut c = Config::new(node_id(i));
         let inc = u64::from(self.slots[i].incarnation);
         c.seed = derive_seed(self.cfg.seed, stream::NODE + (i as u64) * 1_000_000 + inc);
-        c.pre_vote = self.cfg.core.pre_vote;
-        c.check_quorum = self.cfg.core.check_quorum;
-        c.inflight_appends_max = self.cfg.core.inflight_appends_max;
-        c.append_entries_max = self.cfg.core.append_entries_max;
-        c.forward_requests = self.cfg.core.forward_requests;
+        let k = &self.cfg.core;
+        c.pre_vote = k.pre_vote;
+        c.check_quorum = k.check_quorum;
+        c.inflight_appends_max = k.inflight_appends_max;
+        c.append_entries_max = k.append_entries_max;
+        c.forward_requests = k.forward_requests;
+        c.snapshot_threshold_entries = k.snapshot_threshold_entries;
+        c.snapshot_min_retention_entries = k.snapshot_min_retention_entries;
+        c.snapshot_chunk_bytes = k.snapshot_chunk_bytes;
+        c.snapshot_chunk_timeout_ticks = k.snapshot_chunk_timeout_ticks;
+        c.propose_timeout_ticks = k.propose_timeout_ticks;
+        c.promote_lag_entries_max = k.promote_lag_entries_max;
         c
     }
 
@@ -760,15 +1211,50 @@ impl Cluster {
         if self.cfg.canary == Canary::ForgetVote {
             state.hard_state.vote = None;
         }
+        // The state machine restarts from the durable snapshot, if any.
+        let app = match self.slots[i].disk.snapshot() {
+            None => App::default(),
+            Some((meta, bytes)) => match App::decode(bytes) {
+                Ok(app) if app.index == meta.index => app,
+                Ok(app) => {
+                    let what = format!("snapshot bytes stand for {:?}", app.index);
+                    return self.fail(Violation::SnapshotMismatch {
+                        node: node_id(i),
+                        index: meta.index,
+                        what,
+                    });
+                }
+                Err(what) => {
+                    return self.fail(Violation::SnapshotMismatch {
+                        node: node_id(i),
+                        index: meta.index,
+                        what: what.into(),
+                    })
+                }
+            },
+        };
+        if let Err(v) = self.oracle.restarted(i, app.index, app.chain) {
+            self.fail(v);
+        }
         match Node::new(cfg, state) {
             Ok(node) => {
                 let now = self.now;
+                let snap = self.slots[i].disk.snapshot_index();
+                let commit = node.commit_index();
                 let s = &mut self.slots[i];
                 s.node = Some(node);
-                s.last_commit = LogIndex::ZERO;
+                s.app = app;
+                s.mem_snap = snap;
+                s.last_commit = snap;
                 s.wake_us = u64::MAX;
                 if now > 0 {
                     s.next_tick_us = now + s.tick_period_us;
+                }
+                // The durable commit hint must agree with the history.
+                if commit > snap {
+                    self.observe_commit(i, false);
+                } else {
+                    self.slots[i].last_commit = commit;
                 }
                 self.reschedule(i);
             }
@@ -801,6 +1287,26 @@ impl Cluster {
             Ev::Applied(i, inc, index) => {
                 if self.slots[i].incarnation == inc && self.slots[i].node.is_some() {
                     self.step_node(i, Input::Applied { index });
+                }
+            }
+            Ev::SnapTaken(i, inc, meta, bytes) => {
+                if self.slots[i].incarnation == inc && self.slots[i].node.is_some() {
+                    let index = meta.index;
+                    let ok = bytes.is_some();
+                    if let Some(bytes) = bytes {
+                        self.stats.app_snapshots += 1;
+                        self.slots[i].disk.snapshot_taken(*meta, bytes);
+                        self.trace.push(
+                            self.now,
+                            Rec::Fault { what: "snap-taken", node: node_id(i), detail: index.0 },
+                        );
+                    }
+                    self.step_node(i, Input::SnapshotTaken { index, ok });
+                }
+            }
+            Ev::Feed(i, inc, input) => {
+                if self.slots[i].incarnation == inc && self.slots[i].node.is_some() {
+                    self.step_node(i, *input);
                 }
             }
         }
@@ -866,10 +1372,6 @@ impl Cluster {
 
     /// Writes `w` to node `i`'s durable state, checking it.
     fn make_durable(&mut self, i: usize, w: &PersistWrite) {
-        // Snapshots are not modelled yet (the core's default threshold of
-        // 100,000 entries is never reached by a seed); fail loudly if one
-        // shows up rather than silently mis-simulating it.
-        assert!(w.snapshot.is_none(), "snapshot writes are not simulated yet: {w:?}");
         if let Some(hs) = w.hard_state {
             if let Err(v) = self.oracle.durable_hard_state(i, hs) {
                 self.fail(v);
@@ -880,8 +1382,22 @@ impl Cluster {
                 self.fail(v);
             }
         }
-        if let Err((first, last)) = self.slots[i].disk.apply(w.hard_state, &w.entries) {
-            self.fail(Violation::PersistGap { node: node_id(i), first, last });
+        if let Some(SnapshotWrite::Taken { compact_through, .. }) = &w.snapshot {
+            let s = &mut self.slots[i];
+            s.mem_snap = s.mem_snap.max(*compact_through);
+        }
+        match self.slots[i].disk.apply_write(w) {
+            Ok(Some(meta)) => {
+                self.trace.push(
+                    self.now,
+                    Rec::Fault { what: "snap-installed", node: node_id(i), detail: meta.index.0 },
+                );
+            }
+            Ok(None) => {}
+            Err(WriteError::Gap { first, last }) => {
+                self.fail(Violation::PersistGap { node: node_id(i), first, last })
+            }
+            Err(e) => self.fail(Violation::Contract { node: node_id(i), what: format!("{e:?}") }),
         }
     }
 
@@ -917,6 +1433,7 @@ impl Cluster {
 
     fn feed(&mut self, i: usize, input: Input, early_tick: bool) {
         let Some(node) = self.slots[i].node.as_mut() else { return };
+        let was_leader = node.role() == Role::Leader;
         let mut out = std::mem::take(&mut self.out_buf);
         out.clear();
         node.step_into(input, &mut out);
@@ -925,14 +1442,26 @@ impl Cluster {
         {
             self.fail(Violation::TimerContract { node: node_id(i) });
         }
-        self.observe_commit(i);
+        // A snapshot install replaces the in-memory log when its last chunk
+        // is written: entries up to it may be gone from now on.
+        for o in &out {
+            if let Output::Persist(PersistWrite {
+                snapshot: Some(SnapshotWrite::Chunk { meta, done: true, .. }),
+                ..
+            }) = o
+            {
+                let s = &mut self.slots[i];
+                s.mem_snap = s.mem_snap.max(meta.index);
+            }
+        }
+        self.observe_commit(i, was_leader);
         for o in out.drain(..) {
             self.handle_output(i, o);
         }
         self.out_buf = out;
     }
 
-    fn observe_commit(&mut self, i: usize) {
+    fn observe_commit(&mut self, i: usize, was_leader: bool) {
         let Cluster { slots, oracle, .. } = self;
         let s = &slots[i];
         let Some(node) = &s.node else { return };
@@ -940,17 +1469,46 @@ impl Cluster {
         if c == s.last_commit {
             return;
         }
-        let from = s.last_commit;
+        let from =
+            if c > s.last_commit { s.last_commit.max(s.mem_snap.min(c)) } else { s.last_commit };
         let log = |ix: LogIndex| node.entry(ix).map(EntryId::of);
-        let durable = |v: usize, ix: LogIndex| slots[v].disk.term_at(ix);
-        let r = oracle.commit_advanced(i, from, c, &log, &durable);
+        let durable = |v: usize, ix: LogIndex, t: Term| slots[v].disk.holds(ix, t);
+        let voters: Option<Vec<usize>> = (was_leader || node.role() == Role::Leader).then(|| {
+            node.status().membership.voters.iter().map(|id| (id.0 - 1) as usize).collect()
+        });
+        let r = oracle.commit_advanced(i, from, c, &log, &durable, voters.as_deref());
         self.slots[i].last_commit = c;
+        if r.is_ok() {
+            self.sync_history_from(i);
+        }
         if c > from {
             self.trace.push(self.now, Rec::Commit { node: node_id(i), index: c });
         }
         if let Err(v) = r {
             self.fail(v);
         }
+    }
+
+    /// Copies committed entries the oracle just learned from node `i`'s log.
+    fn sync_history_from(&mut self, i: usize) {
+        let max = self.oracle.commit_max().0 as usize;
+        while self.history.len() < max {
+            let ix = LogIndex(self.history.len() as u64 + 1);
+            let Some(e) = self.slots[i].node.as_ref().and_then(|n| n.entry(ix)).cloned() else {
+                return;
+            };
+            self.push_history(&e);
+        }
+    }
+
+    fn push_history(&mut self, e: &Entry) {
+        debug_assert_eq!(e.index.0 as usize, self.history.len() + 1);
+        if e.kind == EntryKind::Config {
+            if let Ok(m) = Membership::decode(&e.data) {
+                self.configs.push((e.index, m));
+            }
+        }
+        self.history.push(e.data.clone());
     }
 
     fn handle_output(&mut self, i: usize, o: Output) {
@@ -976,45 +1534,100 @@ impl Cluster {
                     self.push(self.now, Ev::EarlyAck(i, inc, id));
                 }
             }
-            Output::Apply { entries } => {
-                let (Some(first), Some(last)) = (entries.first(), entries.last()) else { return };
-                let (first, last) = (first.index, last.index);
-                self.trace.push(self.now, Rec::Apply { node: node_id(i), first, last });
-                for e in &entries {
-                    self.stats.applied += 1;
-                    if let Err(v) = self.oracle.applied(i, e.index, EntryId::of(e)) {
-                        self.fail(v);
-                        return;
-                    }
-                    let s = &mut self.slots[i];
-                    s.applied.push(e.data.clone());
-                    if let Some((term, _req)) = s.proposals.remove(&e.index) {
-                        if term == e.term {
-                            self.stats.acked += 1;
-                            self.trace.push(
-                                self.now,
-                                Rec::Ack { node: node_id(i), index: e.index, term },
-                            );
-                            if let Err(v) = self.oracle.acked(i, e.index, EntryId::of(e)) {
-                                self.fail(v);
-                            }
-                        } else {
-                            self.stats.proposals_lost += 1;
+            Output::Apply { entries } => self.apply_entries(i, &entries),
+            Output::Proposed { request, term, first, last } => {
+                let p = Proposed { first, last, term };
+                if request.0 == self.sync_request {
+                    self.propose_result = Some(Ok(p));
+                }
+                let Some(req) = self.answered(i, request, Outcome::Proposed { first, last, term })
+                else {
+                    return;
+                };
+                match req.kind {
+                    ReqKind::Propose(ops) => {
+                        let n = last.0 + 1 - first.0;
+                        if n != ops.len() as u64 {
+                            let what = format!("{n} entries proposed for {} commands", ops.len());
+                            return self.fail(Violation::Contract { node: node_id(i), what });
+                        }
+                        for (k, op) in ops.into_iter().enumerate() {
+                            let ix = LogIndex(first.0 + k as u64);
+                            self.slots[i].proposals.insert(ix, Pending { term, op });
                         }
                     }
+                    ReqKind::Change => self.stats.changes_proposed += 1,
+                    _ => {
+                        let what = format!("request {request:?} answered with Proposed");
+                        self.fail(Violation::Contract { node: node_id(i), what });
+                    }
                 }
-                let (lo, hi) = self.cfg.apply_delay_us;
-                let t = self.now + self.rng_disk.between(lo, hi);
-                let inc = self.slots[i].incarnation;
-                self.push(t, Ev::Applied(i, inc, last));
             }
-            Output::Proposed { request: _, term, first, last } => {
-                self.slots[i].proposals.insert(last, (term, 0));
-                self.propose_result = Some(Ok(Proposed { first, last, term }));
-            }
-            Output::Rejected { request: _, error } => {
+            Output::Rejected { request, error } => {
+                if request.0 == self.sync_request {
+                    self.propose_result = Some(Err(error.clone()));
+                }
                 self.stats.proposals_rejected += 1;
-                self.propose_result = Some(Err(error));
+                match error {
+                    ProposeError::NoLeader => self.stats.err_no_leader += 1,
+                    ProposeError::NotLeader { .. } => self.stats.err_not_leader += 1,
+                    ProposeError::ConfigInFlight => self.stats.err_config_in_flight += 1,
+                    ProposeError::Timeout => self.stats.err_timeout += 1,
+                    ProposeError::LeadershipLost => self.stats.err_leadership_lost += 1,
+                    ProposeError::Transferring { .. } => self.stats.err_transferring += 1,
+                    _ => self.stats.err_other += 1,
+                }
+                let unknown = matches!(error, ProposeError::Timeout | ProposeError::LeadershipLost);
+                let Some(req) = self.answered(i, request, Outcome::Rejected(error)) else {
+                    return;
+                };
+                let ops: Vec<usize> = match req.kind {
+                    ReqKind::Propose(ops) => ops.into_iter().flatten().collect(),
+                    ReqKind::Read(op) => op.into_iter().collect(),
+                    _ => Vec::new(),
+                };
+                for op in ops {
+                    if unknown {
+                        self.unknown(op);
+                    } else {
+                        self.ops[op].state = OpState::Failed;
+                    }
+                }
+            }
+            Output::ReadReady { request, index } => {
+                let applied = self.slots[i].app.index;
+                if applied < index {
+                    let what = format!("read released at {index:?} with {applied:?} applied");
+                    return self.fail(Violation::Contract { node: node_id(i), what });
+                }
+                let Some(req) = self.answered(i, request, Outcome::ReadReady { index, applied })
+                else {
+                    return;
+                };
+                match req.kind {
+                    ReqKind::Read(Some(op)) => {
+                        let key = self.ops[op].key;
+                        let o = &mut self.ops[op];
+                        o.read = Some(self.slots[i].app.kv.get(&key).copied());
+                        o.ret = Some(self.now);
+                        o.index = Some(applied);
+                        o.state = OpState::Done;
+                        self.stats.client_reads_ok += 1;
+                    }
+                    ReqKind::Read(None) => {}
+                    _ => {
+                        let what = format!("request {request:?} answered with ReadReady");
+                        self.fail(Violation::Contract { node: node_id(i), what });
+                    }
+                }
+            }
+            Output::Completed { request } => {
+                if let Some(req) = self.answered(i, request, Outcome::Completed) {
+                    if !matches!(req.kind, ReqKind::Transfer) {
+                        let what = format!("request {request:?} answered with Completed");
+                        self.fail(Violation::Contract { node: node_id(i), what });
+                    }
+                }
             }
             Output::RoleChanged { role, term, leader } => {
                 self.trace.push(
@@ -1026,13 +1639,192 @@ impl Cluster {
                     let Cluster { slots, oracle, .. } = self;
                     let Some(node) = &slots[i].node else { return };
                     let log = |ix: LogIndex| node.entry(ix).map(EntryId::of);
-                    if let Err(v) = oracle.leader_elected(i, term, &log) {
+                    if let Err(v) = oracle.leader_elected(i, term, &log, slots[i].mem_snap) {
                         self.fail(v);
                     }
                 }
             }
+            Output::TakeSnapshot { meta } => self.take_snapshot(i, meta),
+            Output::ReadSnapshotChunk { to, index, offset, max_bytes } => {
+                self.read_chunk(i, to, index, offset, max_bytes)
+            }
+            Output::RestoreSnapshot { meta } => self.restore_snapshot(i, meta),
             _ => {}
         }
+    }
+
+    /// Removes request `request` of node `i` from the unanswered ones and
+    /// records its outcome; a second answer breaks the contract.
+    fn answered(&mut self, i: usize, request: RequestId, outcome: Outcome) -> Option<Req> {
+        match self.requests.remove(&request.0) {
+            Some(r) if r.node == i => {
+                self.outcomes.insert(request.0, outcome);
+                Some(r)
+            }
+            _ => {
+                let what = format!("answer {outcome:?} to request {request:?} not pending here");
+                self.fail(Violation::Contract { node: node_id(i), what });
+                None
+            }
+        }
+    }
+
+    /// A request whose answer will never come (its node crashed).
+    fn forget_request(&mut self, r: Req) {
+        match r.kind {
+            ReqKind::Propose(ops) => ops.into_iter().flatten().for_each(|op| self.unknown(op)),
+            ReqKind::Read(Some(op)) => self.unknown(op),
+            _ => {}
+        }
+    }
+
+    fn unknown(&mut self, op: usize) {
+        if self.ops[op].state == OpState::Pending {
+            self.ops[op].state = OpState::Unknown;
+        }
+    }
+
+    fn apply_entries(&mut self, i: usize, entries: &[Entry]) {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else { return };
+        let (first, last) = (first.index, last.index);
+        self.trace.push(self.now, Rec::Apply { node: node_id(i), first, last });
+        for e in entries {
+            self.stats.applied += 1;
+            let id = EntryId::of(e);
+            if let Err(v) = self.oracle.applied(i, e.index, id) {
+                self.fail(v);
+                return;
+            }
+            if self.history.len() + 1 == e.index.0 as usize {
+                self.push_history(e);
+            }
+            let s = &mut self.slots[i];
+            s.app.apply(e, id);
+            let Some(p) = s.proposals.remove(&e.index) else { continue };
+            if p.term == e.term {
+                self.stats.acked += 1;
+                self.trace
+                    .push(self.now, Rec::Ack { node: node_id(i), index: e.index, term: p.term });
+                if let Err(v) = self.oracle.acked(i, e.index, id) {
+                    self.fail(v);
+                }
+                if let Some(op) = p.op {
+                    let o = &mut self.ops[op];
+                    o.ret = Some(self.now);
+                    o.index = Some(e.index);
+                    o.state = OpState::Done;
+                    self.stats.client_writes_ok += 1;
+                }
+            } else {
+                // Another term's entry took the index: this one never will.
+                self.stats.proposals_lost += 1;
+                if let Some(op) = p.op {
+                    self.ops[op].state = OpState::Failed;
+                }
+            }
+        }
+        let (lo, hi) = self.cfg.apply_delay_us;
+        let t = self.now + self.rng_disk.between(lo, hi);
+        let inc = self.slots[i].incarnation;
+        self.push(t, Ev::Applied(i, inc, last));
+    }
+
+    /// `TakeSnapshot`: the state machine is exactly at `meta.index` (it
+    /// applies synchronously); it writes its state durably after a disk
+    /// delay (lost if the node crashes first), then reports.
+    fn take_snapshot(&mut self, i: usize, meta: SnapshotMeta) {
+        let app = &self.slots[i].app;
+        if app.index != meta.index {
+            let what = format!("TakeSnapshot at {:?} with {:?} handed out", meta.index, app.index);
+            return self.fail(Violation::Contract { node: node_id(i), what });
+        }
+        if let Err(what) = self.check_meta(&meta) {
+            let v = Violation::SnapshotMismatch { node: node_id(i), index: meta.index, what };
+            return self.fail(v);
+        }
+        let bytes = (!self.rng_disk.chance(self.cfg.snapshot_fail)).then(|| app.encode());
+        let (lo, hi) = self.cfg.disk_latency_us;
+        let t = self.now + self.rng_disk.between(lo, hi);
+        let inc = self.slots[i].incarnation;
+        self.push(t, Ev::SnapTaken(i, inc, Box::new(meta), bytes));
+    }
+
+    /// A snapshot's metadata must name the committed entry at its index and
+    /// the configuration in force there.
+    fn check_meta(&self, meta: &SnapshotMeta) -> Result<(), String> {
+        match self.oracle.committed_at(meta.index) {
+            Some(id) if id.term == meta.term => {}
+            other => return Err(format!("term {:?}, committed {other:?}", meta.term)),
+        }
+        match self.committed_config_at(meta.index) {
+            Some(m) if *m == meta.membership => Ok(()),
+            other => Err(format!("membership {:?}, committed {other:?}", meta.membership)),
+        }
+    }
+
+    /// `ReadSnapshotChunk`: bytes of the latest durable snapshot, answered
+    /// after a short read delay.
+    fn read_chunk(&mut self, i: usize, to: NodeId, index: LogIndex, offset: u64, max: usize) {
+        let Some((meta, bytes)) = self.slots[i].disk.snapshot() else {
+            let what = format!("ReadSnapshotChunk {index:?} without a durable snapshot");
+            return self.fail(Violation::Contract { node: node_id(i), what });
+        };
+        let offset = if index != LogIndex::ZERO && index != meta.index { 0 } else { offset };
+        let start = (offset as usize).min(bytes.len());
+        let end = start.saturating_add(max).min(bytes.len());
+        let input = Input::SnapshotChunk {
+            to,
+            meta: meta.clone(),
+            offset: start as u64,
+            data: bytes.slice(start..end),
+            done: end == bytes.len(),
+        };
+        self.stats.chunks_read += 1;
+        let t = self.now + self.rng_disk.between(0, self.cfg.disk_latency_us.0);
+        let inc = self.slots[i].incarnation;
+        self.push(t, Ev::Feed(i, inc, Box::new(input)));
+    }
+
+    /// `RestoreSnapshot`: the state machine takes the durable snapshot's
+    /// state, which must be the committed history's state at its index.
+    fn restore_snapshot(&mut self, i: usize, meta: SnapshotMeta) {
+        let node = node_id(i);
+        let index = meta.index;
+        let mismatch = |what: String| Violation::SnapshotMismatch { node, index, what };
+        let app = match self.slots[i].disk.snapshot() {
+            Some((m, bytes)) if *m == meta => App::decode(bytes),
+            other => {
+                let what =
+                    format!("RestoreSnapshot {meta:?}, durable {:?}", other.map(|(m, _)| m.index));
+                return self.fail(Violation::Contract { node, what });
+            }
+        };
+        let app = match app {
+            Ok(a) if a.index == index => a,
+            Ok(a) => return self.fail(mismatch(format!("bytes stand for {:?}", a.index))),
+            Err(what) => return self.fail(mismatch(what.into())),
+        };
+        if let Err(what) = self.check_meta(&meta) {
+            return self.fail(mismatch(what));
+        }
+        if let Err(v) = self.oracle.restored(i, index, app.chain) {
+            return self.fail(v);
+        }
+        self.stats.restores += 1;
+        self.trace.push(self.now, Rec::Fault { what: "restore", node, detail: index.0 });
+        let s = &mut self.slots[i];
+        s.app = app;
+        // Proposals the snapshot covers: their fate is not visible here.
+        let covered: Vec<LogIndex> = s.proposals.range(..=index).map(|(&ix, _)| ix).collect();
+        for ix in covered {
+            if let Some(op) = self.slots[i].proposals.remove(&ix).and_then(|p| p.op) {
+                self.unknown(op);
+            }
+        }
+        let (lo, hi) = self.cfg.apply_delay_us;
+        let t = self.now + self.rng_disk.between(lo, hi);
+        let inc = self.slots[i].incarnation;
+        self.push(t, Ev::Applied(i, inc, index));
     }
 
     fn send(&mut self, i: usize, msg: Message) {
@@ -1080,6 +1872,22 @@ impl Cluster {
     /// Voters of the bootstrap configuration.
     pub fn voters(&self) -> &[NodeId] {
         &self.voters
+    }
+}
+
+fn change_name(c: &MembershipChange) -> &'static str {
+    match c {
+        MembershipChange::AddVoter { .. } => "add-voter",
+        MembershipChange::AddLearner { .. } => "add-learner",
+        MembershipChange::Promote(_) => "promote",
+        MembershipChange::Remove(_) => "remove",
+    }
+}
+
+fn change_target(c: &MembershipChange) -> NodeId {
+    match c {
+        MembershipChange::AddVoter { id, .. } | MembershipChange::AddLearner { id, .. } => *id,
+        MembershipChange::Promote(id) | MembershipChange::Remove(id) => *id,
     }
 }
 

@@ -1,18 +1,30 @@
 //! The simulated disk of one node.
 //!
-//! Owns what survives a crash. It holds the durable hard state and log plus
-//! a FIFO of `PersistWrite`s the node emitted that are not yet durable.
-//! Writes become durable strictly in order (a completion may cover several:
-//! group commit). A crash keeps none of the pending writes, a prefix of them,
-//! or a prefix plus a torn next write. A torn write is laid out hard state
-//! first, then entries in order: what survives is its hard state and a strict
-//! prefix of its entries. A write's entries replace the stored log from their
-//! first index, exactly as the driving contract says.
-//! Invariant: the durable log is consecutive from index 1 (no snapshots yet).
+//! Owns what survives a crash. It holds the durable hard state, the durable
+//! snapshot (metadata and the state machine's bytes), the durable log after
+//! it, the durable chunks of a snapshot being received, and a FIFO of
+//! `PersistWrite`s the node emitted that are not yet durable. Writes become
+//! durable strictly in order (a completion may cover several: group
+//! commit). A crash keeps none of the pending writes, a prefix of them, or a
+//! prefix plus a torn next write. A torn write keeps its snapshot part (laid
+//! out first), its hard state and a strict prefix of its entries. A write's
+//! entries replace the stored log from their first index, exactly as the
+//! driving contract says. Snapshot parts follow the contract too: `Taken`
+//! drops entries up to `compact_through`; `Chunk` bytes go to a staging area
+//! (offset 0 starts over; lost on a crash) and the `done` chunk installs the
+//! snapshot, dropping the log up to it (all of it if the log does not hold
+//! the snapshot's last entry). A snapshot the application takes
+//! ([`Disk::snapshot_taken`]) replaces the durable one only if newer.
+//! Invariant: the durable log is consecutive from `base + 1`, and `base` is
+//! at most the durable snapshot's index.
 
 use std::collections::VecDeque;
 
-use xraft::{Entry, HardState, LogIndex, Membership, NodeId, PersistWrite, RestartState, Term};
+use bytes::Bytes;
+use xraft::{
+    Entry, HardState, LogIndex, Membership, NodeId, PersistWrite, RestartState, SnapshotMeta,
+    SnapshotWrite, Term,
+};
 
 use crate::sim_rng::SimRng;
 
@@ -39,11 +51,43 @@ pub struct CrashOutcome {
     pub torn: bool,
 }
 
+/// A durable write the driving contract does not allow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteError {
+    /// Entries would leave a gap after the stored log, or rewrite entries a
+    /// snapshot already covers.
+    Gap {
+        /// The write's first index.
+        first: LogIndex,
+        /// The stored last index.
+        last: LogIndex,
+    },
+    /// A snapshot chunk does not continue the staged bytes.
+    ChunkOutOfOrder {
+        /// The chunk's offset.
+        offset: u64,
+        /// Bytes staged so far.
+        staged: u64,
+    },
+    /// A received snapshot not newer than the durable one was installed.
+    StaleInstall {
+        /// The installed snapshot's index.
+        index: LogIndex,
+        /// The durable snapshot's index.
+        durable: LogIndex,
+    },
+}
+
 /// One node's disk.
 #[derive(Debug, Default)]
 pub struct Disk {
     hard_state: HardState,
+    snapshot: Option<(SnapshotMeta, Bytes)>,
+    /// Index before the first stored entry.
+    base: LogIndex,
     entries: Vec<Entry>,
+    /// Durable chunks of a snapshot being received (lost on a crash).
+    staging: Option<(SnapshotMeta, Vec<u8>)>,
     pending: VecDeque<PersistWrite>,
 }
 
@@ -51,12 +95,21 @@ impl Disk {
     /// A founding member's disk: the bootstrap state is durable at time 0.
     pub fn bootstrap(voters: &[NodeId]) -> Disk {
         let rs = RestartState::bootstrap(voters.iter().copied());
-        Disk { hard_state: rs.hard_state, entries: rs.entries, pending: VecDeque::new() }
+        Disk { hard_state: rs.hard_state, entries: rs.entries, ..Disk::default() }
+    }
+
+    /// An empty disk: a node that joins an existing cluster later.
+    pub fn empty() -> Disk {
+        Disk::default()
     }
 
     /// The durable state, for restarting a node.
     pub fn restart_state(&self) -> RestartState {
-        RestartState { hard_state: self.hard_state, snapshot: None, entries: self.entries.clone() }
+        RestartState {
+            hard_state: self.hard_state,
+            snapshot: self.snapshot.as_ref().map(|(m, _)| m.clone()),
+            entries: self.entries.clone(),
+        }
     }
 
     /// The durable hard state.
@@ -64,15 +117,31 @@ impl Disk {
         self.hard_state
     }
 
-    /// Durable last index.
+    /// The durable snapshot.
+    pub fn snapshot(&self) -> Option<&(SnapshotMeta, Bytes)> {
+        self.snapshot.as_ref()
+    }
+
+    /// The durable snapshot's index (0 if none).
+    pub fn snapshot_index(&self) -> LogIndex {
+        self.snapshot.as_ref().map_or(LogIndex::ZERO, |(m, _)| m.index)
+    }
+
+    /// Durable last index (of the log, or of the snapshot if the log is empty).
     pub fn last_index(&self) -> LogIndex {
-        LogIndex(self.entries.len() as u64)
+        LogIndex(self.base.0 + self.entries.len() as u64).max(self.snapshot_index())
+    }
+
+    /// Durable entries held in the log.
+    pub fn log_len(&self) -> usize {
+        self.entries.len()
     }
 
     /// The durable entry at `index`.
     #[inline]
     pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
-        self.entries.get(usize::try_from(index.0.checked_sub(1)?).ok()?)
+        let k = index.0.checked_sub(self.base.0 + 1)?;
+        self.entries.get(usize::try_from(k).ok()?)
     }
 
     /// The durable term at `index`.
@@ -81,13 +150,24 @@ impl Disk {
         self.entry(index).map(|e| e.term)
     }
 
-    /// Membership from the last durable config entry (the bootstrap one for now).
+    /// Whether the disk durably holds the entry `(index, term)`, in its log
+    /// or covered by its snapshot.
+    pub fn holds(&self, index: LogIndex, term: Term) -> bool {
+        match &self.snapshot {
+            Some((m, _)) if index < m.index => true,
+            Some((m, _)) if index == m.index && m.term == term => true,
+            _ => self.term_at(index) == Some(term),
+        }
+    }
+
+    /// Membership from the last durable config entry, or the snapshot's.
     pub fn membership(&self) -> Option<Membership> {
         self.entries
             .iter()
             .rev()
             .find(|e| e.kind == xraft::EntryKind::Config)
             .and_then(|e| Membership::decode(&e.data).ok())
+            .or_else(|| self.snapshot.as_ref().map(|(m, _)| m.membership.clone()))
     }
 
     /// Queues a write emitted by the node.
@@ -101,24 +181,90 @@ impl Disk {
     }
 
     /// Takes the oldest pending write to make it durable (the caller then
-    /// calls [`Disk::apply`]).
+    /// calls [`Disk::apply_write`]).
     pub fn pop_pending(&mut self) -> Option<PersistWrite> {
         self.pending.pop_front()
     }
 
+    /// The application made a snapshot durable (temp file, fsync, rename):
+    /// it replaces the durable one if newer. Returns whether it did.
+    pub fn snapshot_taken(&mut self, meta: SnapshotMeta, data: Bytes) -> bool {
+        if meta.index <= self.snapshot_index() {
+            return false;
+        }
+        self.snapshot = Some((meta, data));
+        true
+    }
+
+    /// Makes one write durable, in contract order: snapshot part, entries,
+    /// hard state. Fails, changing nothing more, on a write the contract
+    /// forbids. Returns the snapshot it installed, if any.
+    pub fn apply_write(&mut self, w: &PersistWrite) -> Result<Option<SnapshotMeta>, WriteError> {
+        let mut installed = None;
+        match &w.snapshot {
+            None => {}
+            Some(SnapshotWrite::Taken { compact_through, .. }) => {
+                // The snapshot itself became durable before `SnapshotTaken`.
+                let through = (*compact_through).min(self.snapshot_index());
+                self.compact(through);
+            }
+            Some(SnapshotWrite::Chunk { meta, offset, data, done }) => {
+                if *offset == 0 {
+                    self.staging = Some((meta.clone(), Vec::new()));
+                }
+                let staged = match &mut self.staging {
+                    Some((m, bytes)) if m == meta && bytes.len() as u64 == *offset => bytes,
+                    other => {
+                        let staged = other.as_ref().map_or(0, |(_, b)| b.len() as u64);
+                        return Err(WriteError::ChunkOutOfOrder { offset: *offset, staged });
+                    }
+                };
+                staged.extend_from_slice(data);
+                if *done {
+                    let (meta, bytes) = self.staging.take().expect("staged above");
+                    let durable = self.snapshot_index();
+                    if meta.index <= durable {
+                        return Err(WriteError::StaleInstall { index: meta.index, durable });
+                    }
+                    if self.term_at(meta.index) == Some(meta.term) {
+                        self.compact(meta.index);
+                    } else {
+                        self.entries.clear();
+                    }
+                    self.base = meta.index;
+                    self.snapshot = Some((meta.clone(), Bytes::from(bytes)));
+                    installed = Some(meta);
+                }
+            }
+        }
+        self.apply(w.hard_state, &w.entries)
+            .map_err(|(first, last)| WriteError::Gap { first, last })?;
+        Ok(installed)
+    }
+
+    fn compact(&mut self, through: LogIndex) {
+        if through <= self.base {
+            return;
+        }
+        let k = (through.0 - self.base.0).min(self.entries.len() as u64) as usize;
+        self.entries.drain(..k);
+        self.base = through;
+    }
+
     /// Makes `hard_state` and `entries` durable. Fails, changing nothing, if
-    /// the entries would leave a gap after the stored log.
+    /// the entries would leave a gap after the stored log or rewrite what
+    /// the snapshot covers.
     pub fn apply(
         &mut self,
         hard_state: Option<HardState>,
         entries: &[Entry],
     ) -> Result<(), (LogIndex, LogIndex)> {
         if let Some(first) = entries.first() {
-            let last = self.last_index();
-            if first.index.0 == 0 || first.index > last.next() {
+            let last = LogIndex(self.base.0 + self.entries.len() as u64);
+            if first.index <= self.base || first.index > last.next() {
                 return Err((first.index, last));
             }
-            self.entries.truncate((first.index.0 - 1) as usize);
+            self.entries.truncate((first.index.0 - self.base.0 - 1) as usize);
             self.entries.extend_from_slice(entries);
         }
         if let Some(hs) = hard_state {
@@ -129,7 +275,8 @@ impl Disk {
 
     /// Crashes: decides which pending writes survive and returns them (the
     /// last maybe torn) for the caller to apply in order with
-    /// [`Disk::apply`]; the pending queue is emptied.
+    /// [`Disk::apply_write`]; the pending queue is emptied. Call
+    /// [`Disk::drop_staging`] after applying them.
     pub fn crash(
         &mut self,
         mode: CrashMode,
@@ -161,6 +308,11 @@ impl Disk {
         out.kept = keep.len();
         keep.shrink_to_fit();
         (keep, out)
+    }
+
+    /// Forgets the chunks of an incomplete snapshot install (after a crash).
+    pub fn drop_staging(&mut self) {
+        self.staging = None;
     }
 }
 

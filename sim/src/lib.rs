@@ -16,6 +16,7 @@
 //! clock, to report speed.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod check;
 pub mod cluster;
 pub mod disk;
@@ -28,7 +29,8 @@ pub mod trace;
 
 pub use check::{EntryId, Oracle, Violation};
 pub use cluster::{
-    Canary, Cluster, ClusterConfig, CoreKnobs, Failure, Op, Proposed, Stats, TICK_US,
+    Canary, ClientOp, Cluster, ClusterConfig, CoreKnobs, Failure, Op, OpState, Outcome, Proposed,
+    Stats, TICK_US,
 };
 pub use disk::CrashMode;
 pub use net::LinkModel;

@@ -80,6 +80,23 @@ pub enum LinViolation {
         /// The key.
         key: Key,
     },
+    /// The search gave up before deciding (a failure to look into, never
+    /// a pass).
+    SearchBudget {
+        /// The key.
+        key: Key,
+        /// Operations in the key's history.
+        ops: usize,
+    },
+}
+
+/// What a bounded WGL check covered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WglCoverage {
+    /// Keys searched.
+    pub keys: u64,
+    /// Operations searched (after pruning).
+    pub ops: u64,
 }
 
 /// White-box check against the committed log: `committed` maps each
@@ -151,84 +168,161 @@ pub fn check_by_index(
 /// concurrent clients per key small. Never answers "pass" without finding a
 /// linearization.
 pub fn check_wgl(history: &[HistOp]) -> Result<(), Box<LinViolation>> {
+    check_wgl_bounded(history, u64::MAX).map(|_| ())
+}
+
+/// [`check_wgl`] with at most `budget` search states per key (running out
+/// is reported as [`LinViolation::SearchBudget`]). Before searching, it
+/// drops operations that cannot matter, which keeps the search small when
+/// many outcomes are unknown: a read whose outcome is unknown constrains
+/// nothing, and a write whose outcome is unknown and whose value no read
+/// returned may as well never have happened (in any linearization that
+/// places it, no read sits between it and the next write, so removing it
+/// leaves a linearization; values are unique per write).
+pub fn check_wgl_bounded(
+    history: &[HistOp],
+    budget: u64,
+) -> Result<WglCoverage, Box<LinViolation>> {
+    let read_values: BTreeSet<(Key, Value)> = history
+        .iter()
+        .filter_map(|o| match o.kind {
+            OpKind::Read(Some(Some(v))) if o.ret.is_some() => Some((o.key, v)),
+            _ => None,
+        })
+        .collect();
     let mut by_key: BTreeMap<Key, Vec<HistOp>> = BTreeMap::new();
     for op in history {
-        by_key.entry(op.key).or_default().push(*op);
-    }
-    for (key, ops) in by_key {
-        if !linearizable(&ops) {
-            return Err(Box::new(LinViolation::NotLinearizable { key }));
+        let keep = match op.kind {
+            OpKind::Read(_) => op.ret.is_some(),
+            OpKind::Write(v) => op.ret.is_some() || read_values.contains(&(op.key, v)),
+        };
+        if keep {
+            by_key.entry(op.key).or_default().push(*op);
         }
     }
-    Ok(())
+    let mut cov = WglCoverage::default();
+    for (key, ops) in by_key {
+        match linearizable(&ops, budget) {
+            Some(true) => {}
+            Some(false) => return Err(Box::new(LinViolation::NotLinearizable { key })),
+            None => return Err(Box::new(LinViolation::SearchBudget { key, ops: ops.len() })),
+        }
+        cov.keys += 1;
+        cov.ops += ops.len() as u64;
+    }
+    Ok(cov)
 }
 
-/// Wing–Gong–Lowe with memoization on (linearized set, state).
-fn linearizable(ops: &[HistOp]) -> bool {
+/// Wing–Gong–Lowe with memoization on (linearized set, state), in
+/// Porcupine's form: call and return events in one time-ordered linked
+/// list; scanning from the head, a call may be linearized next (and is
+/// lifted out of the list with its return), while reaching a return means
+/// that op had to come first: backtrack. Each step costs the number of
+/// concurrent calls, not the history length. The memo keys the set of
+/// linearized ops by a 128-bit Zobrist fingerprint (XOR of per-op random
+/// words, updated in O(1)); a collision could only prune a state that was
+/// not explored, i.e. make the search report a violation it should not,
+/// never a pass. Returns `None` if more than `budget` states were visited.
+fn linearizable(ops: &[HistOp], budget: u64) -> Option<bool> {
     let n = ops.len();
     if n == 0 {
-        return true;
+        return Some(true);
     }
-    // Candidate order: by invocation time. An op may be linearized next only
-    // if it was invoked before every pending op's response ("minimal").
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by_key(|&i| (ops[i].invoke, i));
-    let words = n.div_ceil(64);
-    let mut done = vec![0u64; words];
-    let mut memo: BTreeSet<(Vec<u64>, Option<Value>)> = BTreeSet::new();
+    // Events sorted by time; at equal times calls come first, so an op
+    // returning at the instant another is invoked counts as concurrent.
+    // Unknown outcomes return "never" (after everything).
+    let mut evs: Vec<(u64, bool, usize)> = Vec::with_capacity(2 * n);
+    for (i, o) in ops.iter().enumerate() {
+        evs.push((o.invoke, false, i));
+        evs.push((o.ret.unwrap_or(u64::MAX), true, i));
+    }
+    evs.sort_unstable();
+    // A doubly linked list over events 1..=m; 0 is the head, m + 1 the end.
+    let m = evs.len();
+    let end = m + 1;
+    let mut next: Vec<usize> = (1..=m + 1).chain([end]).collect();
+    let mut prev: Vec<usize> = [0].into_iter().chain(0..=m).collect();
+    let mut call_node = vec![0; n];
+    let mut ret_node = vec![0; n];
+    for (k, &(_, is_ret, op)) in evs.iter().enumerate() {
+        if is_ret {
+            ret_node[op] = k + 1;
+        } else {
+            call_node[op] = k + 1;
+        }
+    }
+    let unlink = |next: &mut Vec<usize>, prev: &mut Vec<usize>, x: usize| {
+        let (p, q) = (prev[x], next[x]);
+        next[p] = q;
+        prev[q] = p;
+    };
+    let relink = |next: &mut Vec<usize>, prev: &mut Vec<usize>, x: usize| {
+        let (p, q) = (prev[x], next[x]);
+        next[p] = x;
+        prev[q] = x;
+    };
+    let mut rng = xraft::rng::Rng::new(0x5eed_0f6a_110c_4b00 ^ n as u64);
+    let zob: Vec<(u64, u64)> = (0..n).map(|_| (rng.next_u64(), rng.next_u64())).collect();
+    let mut done = (0u64, 0u64);
+    let mut memo: BTreeSet<(u64, u64, Option<Value>)> = BTreeSet::new();
     let must: usize = ops.iter().filter(|o| o.ret.is_some()).count();
-    search(ops, &order, &mut done, None, 0, must, &mut memo)
-}
-
-fn is_done(done: &[u64], i: usize) -> bool {
-    done[i / 64] & (1 << (i % 64)) != 0
-}
-
-fn search(
-    ops: &[HistOp],
-    order: &[usize],
-    done: &mut Vec<u64>,
-    state: Option<Value>,
-    finished: usize,
-    must: usize,
-    memo: &mut BTreeSet<(Vec<u64>, Option<Value>)>,
-) -> bool {
-    if finished == must {
-        return true; // every op with a known outcome is placed; the rest may never happen
-    }
-    if !memo.insert((done.clone(), state)) {
-        return false;
-    }
-    // The earliest response among ops not yet linearized bounds which ops
-    // may go next: an op invoked after that response cannot precede it.
-    let horizon = order
-        .iter()
-        .filter(|&&i| !is_done(done, i))
-        .filter_map(|&i| ops[i].ret)
-        .min()
-        .unwrap_or(u64::MAX);
-    for &i in order {
-        if is_done(done, i) {
+    let mut finished = 0usize;
+    let mut left = budget;
+    let mut state: Option<Value> = None;
+    let mut stack: Vec<(usize, Option<Value>)> = Vec::new();
+    let mut entry = next[0];
+    loop {
+        if finished == must {
+            return Some(true); // every op with a known outcome is placed; the rest may never happen
+        }
+        if entry == end {
+            // Unreachable while known ops remain (their returns come
+            // first); treat as a dead end.
+            let Some((op, before)) = stack.pop() else { return Some(false) };
+            done = (done.0 ^ zob[op].0, done.1 ^ zob[op].1);
+            finished -= usize::from(ops[op].ret.is_some());
+            state = before;
+            relink(&mut next, &mut prev, ret_node[op]);
+            relink(&mut next, &mut prev, call_node[op]);
+            entry = next[call_node[op]];
             continue;
         }
-        let op = &ops[i];
-        if op.invoke > horizon {
-            break;
+        let (_, is_ret, op) = evs[entry - 1];
+        if is_ret {
+            // `op` had to be linearized before this point: backtrack.
+            let Some((op, before)) = stack.pop() else { return Some(false) };
+            done = (done.0 ^ zob[op].0, done.1 ^ zob[op].1);
+            finished -= usize::from(ops[op].ret.is_some());
+            state = before;
+            relink(&mut next, &mut prev, ret_node[op]);
+            relink(&mut next, &mut prev, call_node[op]);
+            entry = next[call_node[op]];
+            continue;
         }
-        let next = match op.kind {
+        let after = match ops[op].kind {
             OpKind::Write(v) => Some(Some(v)),
             OpKind::Read(Some(got)) => (got == state).then_some(state),
             OpKind::Read(None) => Some(state),
         };
-        let Some(next) = next else { continue };
-        done[i / 64] |= 1 << (i % 64);
-        let f = finished + usize::from(op.ret.is_some());
-        if search(ops, order, done, next, f, must, memo) {
-            return true;
+        if let Some(after) = after {
+            done = (done.0 ^ zob[op].0, done.1 ^ zob[op].1);
+            if memo.insert((done.0, done.1, after)) {
+                if left == 0 {
+                    return None;
+                }
+                left -= 1;
+                stack.push((op, state));
+                state = after;
+                finished += usize::from(ops[op].ret.is_some());
+                unlink(&mut next, &mut prev, call_node[op]);
+                unlink(&mut next, &mut prev, ret_node[op]);
+                entry = next[0];
+                continue;
+            }
+            done = (done.0 ^ zob[op].0, done.1 ^ zob[op].1);
         }
-        done[i / 64] &= !(1 << (i % 64));
+        entry = next[entry];
     }
-    false
 }
 
 #[cfg(test)]

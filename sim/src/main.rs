@@ -99,7 +99,7 @@ fn run_one(seed: u64, opts: &SeedOptions, tail: usize) -> (Outcome, SeedRun) {
     let out = Outcome {
         seed,
         nodes: run.params.nodes,
-        stats: *run.cluster.stats(),
+        stats: run.cluster.stats(),
         hash: run.cluster.trace().hash(),
         tail: if failed { run.cluster.trace().tail_string(tail) } else { String::new() },
         params: if failed { format!("{:#?}", run.params) } else { String::new() },
@@ -184,18 +184,46 @@ fn main() -> ExitCode {
     if !args.quiet {
         print_stats(&total);
     }
+    let missing = print_features(&total);
     if !failures.is_empty() {
         println!("failing seeds: {failures:?}");
         return ExitCode::FAILURE;
     }
+    // Every feature must be exercised by a 1,000-seed batch.
+    if args.seeds >= 1000 && !missing.is_empty() {
+        println!("feature coverage missing in {} seeds: {missing:?}", args.seeds);
+        return ExitCode::FAILURE;
+    }
     ExitCode::SUCCESS
+}
+
+/// Prints the feature coverage counters; returns the names of those at zero.
+fn print_features(t: &Stats) -> Vec<&'static str> {
+    let features = [
+        ("snapshots taken", t.snapshots_taken),
+        ("snapshots sent", t.snapshots_sent),
+        ("snapshots installed", t.snapshots_installed),
+        ("config changes committed", t.config_changes_committed),
+        ("learners promoted", t.learners_promoted),
+        ("transfers done", t.transfers_completed),
+        ("reads served", t.reads_served),
+        ("forwards", t.forwarded),
+        ("lin ops checked", t.lin_ops_checked),
+        ("wgl keys checked", t.wgl_keys_checked),
+    ];
+    let line: Vec<String> = features.iter().map(|(n, v)| format!("{n} {v}")).collect();
+    println!("features: {}", line.join(" | "));
+    features.iter().filter(|(_, v)| *v == 0).map(|(n, _)| *n).collect()
 }
 
 fn print_stats(t: &Stats) {
     println!(
         "coverage: events {} | msgs sent {} delivered {} lost {} cut {} to-down {} dup {} long-held {} \
          | persists {} fsyncs {} | crashes {} (losing writes {}, torn {}) restarts {} | partitions {} \
-         | leaders {} | proposals {} rejected {} acked {} overwritten {} | applied {}",
+         | leaders {} | proposals {} rejected {} acked {} overwritten {} | applied {} \
+         | app snapshots {} chunks read {} restores {} | client writes {} ok {} reads {} ok {} \
+         | errors: no-leader {} not-leader {} config-in-flight {} timeout {} leadership-lost {} \
+         transferring {} other {} | changes proposed {} transfers requested {} | wgl ops {}",
         t.events,
         t.msgs_sent,
         t.msgs_delivered,
@@ -216,7 +244,24 @@ fn print_stats(t: &Stats) {
         t.proposals_rejected,
         t.acked,
         t.proposals_lost,
-        t.applied
+        t.applied,
+        t.app_snapshots,
+        t.chunks_read,
+        t.restores,
+        t.client_writes,
+        t.client_writes_ok,
+        t.client_reads,
+        t.client_reads_ok,
+        t.err_no_leader,
+        t.err_not_leader,
+        t.err_config_in_flight,
+        t.err_timeout,
+        t.err_leadership_lost,
+        t.err_transferring,
+        t.err_other,
+        t.changes_proposed,
+        t.transfers_requested,
+        t.wgl_ops_checked
     );
 }
 
@@ -232,6 +277,7 @@ fn replay(seed: u64, args: &Args) -> ExitCode {
         }
     }
     print_stats(&o.stats);
+    print_features(&o.stats);
     println!(
         "seed {seed}: {} in {secs:.3} s wall, simulated {:.1} s; trace hash {:016x}",
         match &o.result {

@@ -10,6 +10,7 @@ fn first_failures(canary: Canary, seeds: u64) -> Vec<(u64, Violation)> {
     for seed in 0..seeds {
         let mut run = SeedRun::new(seed, &opts);
         if let Err(f) = run.run() {
+            eprintln!("{canary:?}: seed {seed}: {}", f.violation);
             found.push((seed, f.violation));
             if found.len() >= 3 {
                 break;
