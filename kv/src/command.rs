@@ -122,6 +122,19 @@ impl KvRequest {
         Ok(req)
     }
 
+    /// Decodes a log payload like [`KvRequest::decode`], with the same result
+    /// for every input, but without copying: keys and values are slices of
+    /// `data` (sharing its buffer). Meant for a payload in its own buffer (a
+    /// log entry's): what the store keeps then keeps that buffer alive.
+    pub fn decode_shared(data: &Bytes) -> Result<Self, DecodeError> {
+        let mut r = Reader { data, pos: 0 };
+        let req = r.request()?;
+        match data.len() - r.pos {
+            0 => Ok(req),
+            n => Err(DecodeError::Trailing(n)),
+        }
+    }
+
     fn encoded_len_hint(&self) -> usize {
         let keys = |keys: &[Bytes]| keys.iter().map(|k| k.len() + 5).sum::<usize>();
         24 + match &self.command {
@@ -132,6 +145,88 @@ impl KvRequest {
             | KvCommand::MGet { keys: k } => keys(k),
             KvCommand::OpenSession => 0,
         }
+    }
+}
+
+/// A postcard reader for [`KvRequest`] that slices byte strings out of the
+/// payload. Mirrors postcard 1's format and errors exactly (the tests compare
+/// both on arbitrary inputs): varints are LEB128 of at most 10 bytes for u64
+/// and usize, 5 for u32 (enum variants), with the unused high bits of the
+/// last byte zero; an `Option` tag is 0 or 1.
+struct Reader<'a> {
+    data: &'a Bytes,
+    pos: usize,
+}
+
+type PResult<T> = Result<T, postcard::Error>;
+
+impl Reader<'_> {
+    fn byte(&mut self) -> PResult<u8> {
+        let b = *self.data.get(self.pos).ok_or(postcard::Error::DeserializeUnexpectedEnd)?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    /// A varint of at most `max_len` bytes whose last byte is at most `last_max`.
+    fn varint(&mut self, max_len: u32, last_max: u8) -> PResult<u64> {
+        let mut out = 0u64;
+        for i in 0..max_len {
+            let b = self.byte()?;
+            out |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                if i == max_len - 1 && b > last_max {
+                    return Err(postcard::Error::DeserializeBadVarint);
+                }
+                return Ok(out);
+            }
+        }
+        Err(postcard::Error::DeserializeBadVarint)
+    }
+
+    fn u64(&mut self) -> PResult<u64> {
+        self.varint(10, 0x01)
+    }
+
+    fn bytes(&mut self) -> PResult<Bytes> {
+        let len = self.u64()?;
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|len| self.pos.checked_add(len))
+            .filter(|&end| end <= self.data.len())
+            .ok_or(postcard::Error::DeserializeUnexpectedEnd)?;
+        let b = self.data.slice(self.pos..end);
+        self.pos = end;
+        Ok(b)
+    }
+
+    fn keys(&mut self) -> PResult<Vec<Bytes>> {
+        let n = self.u64()?;
+        // Each key takes at least one byte: never trust `n` beyond the input.
+        let room = self.data.len() - self.pos;
+        let mut keys = Vec::with_capacity(usize::try_from(n).map_or(room, |n| n.min(room)));
+        for _ in 0..n {
+            keys.push(self.bytes()?);
+        }
+        Ok(keys)
+    }
+
+    fn request(&mut self) -> Result<KvRequest, DecodeError> {
+        let session = match self.byte()? {
+            0 => None,
+            1 => Some(SessionTag { client: self.u64()?, seq: self.u64()? }),
+            _ => return Err(postcard::Error::DeserializeBadOption.into()),
+        };
+        let command = match self.varint(5, 0x0f)? {
+            0 => KvCommand::Set { key: self.bytes()?, value: self.bytes()? },
+            1 => KvCommand::Delete { keys: self.keys()? },
+            2 => KvCommand::Get { key: self.bytes()? },
+            3 => KvCommand::Exists { keys: self.keys()? },
+            4 => KvCommand::MGet { keys: self.keys()? },
+            5 => KvCommand::OpenSession,
+            // What serde's derived variant visitor reports through postcard.
+            _ => return Err(postcard::Error::SerdeDeCustom.into()),
+        };
+        Ok(KvRequest { session, command })
     }
 }
 
@@ -226,5 +321,20 @@ mod tests {
         // None, variant Delete (1), then a varint length of ~2^63 keys.
         let data = [0u8, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f];
         assert!(KvRequest::decode(&data).is_err());
+        assert!(KvRequest::decode_shared(&Bytes::copy_from_slice(&data)).is_err());
+    }
+
+    #[test]
+    fn shared_decode_slices_the_payload() {
+        let enc = KvRequest::with_session(
+            KvCommand::Set { key: Bytes::from_static(b"key"), value: Bytes::from_static(b"v") },
+            SessionTag { client: 300, seq: u64::MAX },
+        )
+        .encode();
+        let req = KvRequest::decode_shared(&enc).expect("valid");
+        assert_eq!(Ok(&req), KvRequest::decode(&enc).as_ref());
+        let KvCommand::Set { key, .. } = req.command else { panic!("a SET") };
+        let inside = enc.as_ptr_range();
+        assert!(inside.contains(&key.as_ptr()), "the key is a slice of the payload");
     }
 }

@@ -18,6 +18,7 @@
 
 pub mod command;
 pub mod counter;
+mod keyspace;
 pub mod resp;
 mod session;
 pub mod snapshot;

@@ -18,12 +18,15 @@
 //! decoded state.
 //!
 //! Cost: [`KvSnapshot`] holds `Arc` clones of the store's maps, so taking it
-//! is O(1); while it is alive the store's next write copies the map (O(keys)
-//! reference-count increments and node allocations, values are `Bytes` and
-//! are not copied). Reading it out is O(log keys) per refill plus the bytes.
+//! is O(1); while it is alive the store's next write copies the key space
+//! (one table allocation and O(keys) reference-count increments; keys and
+//! values are `Bytes` and are not copied). Reading it out sorts the keys once,
+//! when the entries start (O(keys · log keys), on the reader's thread, after
+//! which the snapshot lets go of the table), then costs the bytes.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
+use std::mem;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -32,6 +35,7 @@ use thiserror::Error;
 use xraft::LogIndex;
 
 use crate::command::KvResponse;
+use crate::keyspace::KeySpace;
 use crate::session::Session;
 
 /// First bytes of every KV snapshot.
@@ -102,8 +106,10 @@ pub enum SnapshotError {
 /// and the cost.
 #[derive(Debug)]
 pub struct KvSnapshot {
-    data: Arc<BTreeMap<Bytes, Bytes>>,
+    data: Arc<KeySpace>,
     sessions: Arc<BTreeMap<u64, Session>>,
+    /// The key space's pairs in key order, taken when the entries start.
+    sorted: Vec<(Bytes, Bytes)>,
     stage: Stage,
     scratch: Vec<u8>,
     scratch_pos: usize,
@@ -115,7 +121,8 @@ pub struct KvSnapshot {
 enum Stage {
     Header,
     Sessions(Option<u64>),
-    Entries(Option<Bytes>),
+    /// Position of the next pair in `sorted`.
+    Entries(usize),
     Trailer,
     Done,
 }
@@ -123,7 +130,7 @@ enum Stage {
 impl KvSnapshot {
     pub(crate) fn new(
         applied: LogIndex,
-        data: Arc<BTreeMap<Bytes, Bytes>>,
+        data: Arc<KeySpace>,
         sessions: Arc<BTreeMap<u64, Session>>,
     ) -> Self {
         let mut scratch = Vec::with_capacity(SCRATCH_TARGET_BYTES + 64);
@@ -138,6 +145,7 @@ impl KvSnapshot {
         KvSnapshot {
             data,
             sessions,
+            sorted: Vec::new(),
             stage: Stage::Header,
             scratch,
             scratch_pos: 0,
@@ -177,20 +185,25 @@ impl KvSnapshot {
                             *after = Some(client);
                             break;
                         }
-                        None => self.stage = Stage::Entries(None),
+                        None => {
+                            // Sort once, then let go of the table.
+                            let data = mem::take(&mut self.data);
+                            self.sorted = data
+                                .sorted()
+                                .into_iter()
+                                .map(|(k, v)| (k.clone(), v.clone()))
+                                .collect();
+                            self.stage = Stage::Entries(0);
+                        }
                     }
                 }
-                Stage::Entries(after) => {
-                    let lower = match after {
-                        Some(key) => Bound::Excluded(&key[..]),
-                        None => Bound::Unbounded,
-                    };
-                    let mut last = None;
-                    for (key, value) in self.data.range::<[u8], _>((lower, Bound::Unbounded)) {
+                Stage::Entries(next) => {
+                    let start = *next;
+                    for (key, value) in &self.sorted[start..] {
+                        *next += 1;
                         put_varint(&mut self.scratch, key.len() as u64);
                         self.scratch.extend_from_slice(key);
                         put_varint(&mut self.scratch, value.len() as u64);
-                        last = Some(key.clone());
                         if value.len() <= INLINE_VALUE_BYTES {
                             self.scratch.extend_from_slice(value);
                         } else {
@@ -201,13 +214,11 @@ impl KvSnapshot {
                             break;
                         }
                     }
-                    match last {
-                        Some(key) => {
-                            *after = Some(key);
-                            break;
-                        }
-                        None => self.stage = Stage::Trailer,
+                    if *next > start {
+                        break;
                     }
+                    self.sorted = Vec::new();
+                    self.stage = Stage::Trailer;
                 }
                 Stage::Trailer => {
                     let crc = std::mem::take(&mut self.crc).finalize();
@@ -250,7 +261,7 @@ impl Read for KvSnapshot {
 /// A snapshot's content, decoded and verified.
 pub(crate) struct Decoded {
     pub applied: LogIndex,
-    pub data: BTreeMap<Bytes, Bytes>,
+    pub data: KeySpace,
     pub sessions: BTreeMap<u64, Session>,
 }
 
@@ -320,8 +331,8 @@ pub(crate) fn decode(input: &mut dyn Read, item_bytes_max: u64) -> Result<Decode
     if r.inner.read(&mut probe)? != 0 {
         return Err(SnapshotError::Trailing);
     }
-    // Input is sorted and distinct, so this builds the tree in one pass.
-    let data = entries.into_iter().collect();
+    // Input is sorted, so the keys are distinct.
+    let data = KeySpace::from_distinct(entries);
     Ok(Decoded { applied: LogIndex(applied), data, sessions })
 }
 

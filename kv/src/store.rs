@@ -1,8 +1,8 @@
 //! The KV store: the built-in [`StateMachine`].
 //!
-//! Owns the key space (a `BTreeMap<Bytes, Bytes>`, so snapshots iterate in
-//! key order without sorting), the session table, the applied index and the
-//! [`WatchHub`]. Invariants: the applied index only grows through `apply` and
+//! Owns the key space (a hash table with a fixed-seed hasher, see
+//! [`crate::keyspace`]; snapshots sort its keys as they stream), the session
+//! table, the applied index and the [`WatchHub`]. Invariants: the applied index only grows through `apply` and
 //! is replaced by `restore`; every state change goes through
 //! [`KvStore::apply`] with the command's index, and every change to a key
 //! notifies the hub once, in index order; `restore` replaces key space,
@@ -11,7 +11,6 @@
 //! The maps sit behind `Arc`s so [`StateMachine::snapshot`] is O(1): see
 //! [`crate::snapshot`] for the copy-on-write cost this moves to the next write.
 
-use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
 
@@ -19,6 +18,7 @@ use bytes::Bytes;
 use xraft::{LogIndex, StateMachine};
 
 use crate::command::{KvCommand, KvError, KvRequest, KvResponse};
+use crate::keyspace::KeySpace;
 use crate::session::{Check, Sessions};
 use crate::snapshot::{self, KvSnapshot, SnapshotError};
 use crate::watch::{WatchConfig, WatchHub};
@@ -53,7 +53,7 @@ impl Default for KvConfig {
 #[derive(Debug)]
 pub struct KvStore {
     config: KvConfig,
-    data: Arc<BTreeMap<Bytes, Bytes>>,
+    data: Arc<KeySpace>,
     sessions: Sessions,
     applied: LogIndex,
     watches: WatchHub,
@@ -96,7 +96,7 @@ impl KvStore {
 
     /// Whether `key` exists, read locally.
     pub fn exists(&self, key: &[u8]) -> bool {
-        self.data.contains_key(key)
+        self.data.contains(key)
     }
 
     /// The values of `keys`, in order, read locally.
@@ -119,9 +119,9 @@ impl KvStore {
         self.sessions.len()
     }
 
-    /// Every key and value in key order.
+    /// Every key and value in key order. Sorts: O(keys · log keys).
     pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &Bytes)> {
-        self.data.iter()
+        self.data.sorted().into_iter()
     }
 
     /// The watcher registry: register and unregister watchers here.
@@ -132,6 +132,21 @@ impl KvStore {
     /// The watcher registry, to register watchers and drain their queues.
     pub fn watches_mut(&mut self) -> &mut WatchHub {
         &mut self.watches
+    }
+
+    /// [`StateMachine::apply`] for a payload in its own buffer (a log entry's
+    /// `data`): the same outcome, but keys and values are decoded without a
+    /// copy ([`KvRequest::decode_shared`]), so the store keeps slices of
+    /// `command`. Don't pass a slice of a larger buffer that should be freed.
+    pub fn apply_shared(&mut self, index: LogIndex, command: &Bytes) -> KvResponse {
+        match KvRequest::decode_shared(command) {
+            Ok(request) => self.apply_request(index, request),
+            Err(_) => {
+                debug_assert!(index > self.applied, "apply at {index:?} after {:?}", self.applied);
+                self.applied = index;
+                KvResponse::Error(KvError::Malformed)
+            }
+        }
     }
 
     /// Applies a decoded request at `index` (what [`StateMachine::apply`]
@@ -170,7 +185,7 @@ impl KvStore {
                 let data = Arc::make_mut(&mut self.data);
                 let mut deleted = 0;
                 for key in keys {
-                    if let Some((key, _)) = data.remove_entry(&key) {
+                    if let Some((key, _)) = data.remove(&key) {
                         self.watches.notify(&key, None, index);
                         deleted += 1;
                     }
@@ -179,7 +194,7 @@ impl KvStore {
             }
             KvCommand::Get { key } => KvResponse::Value(self.data.get(&key).cloned()),
             KvCommand::Exists { keys } => {
-                KvResponse::Count(keys.iter().filter(|k| self.data.contains_key(*k)).count() as u64)
+                KvResponse::Count(keys.iter().filter(|k| self.data.contains(k)).count() as u64)
             }
             KvCommand::MGet { keys } => KvResponse::Values(self.mget(&keys)),
             KvCommand::OpenSession => KvResponse::SessionOpened {

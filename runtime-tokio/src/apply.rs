@@ -26,6 +26,14 @@ use crate::node::Event;
 /// between threads, with cloneable responses, and an optional hook run after
 /// each applied batch (the KV server drains its watchers there).
 pub trait Application: StateMachine<Response: Clone + Send + 'static> + Send + 'static {
+    /// Applies a committed entry's payload: [`StateMachine::apply`] unless
+    /// the application can keep slices of the entry's buffer (each entry's
+    /// `data` is its own buffer in this runtime: copied out of peer frames
+    /// and out of segments read at recovery, or encoded by a client).
+    fn apply_entry(&mut self, index: LogIndex, data: &bytes::Bytes) -> Self::Response {
+        self.apply(index, data)
+    }
+
     /// Called after each batch of entries (or a restore) is applied.
     fn after_apply(&mut self) {}
 }
@@ -161,7 +169,7 @@ impl<A: Application> Applier<A> {
                         continue;
                     }
                     let resp = match e.kind {
-                        EntryKind::Normal => Some(app.apply(e.index, &e.data)),
+                        EntryKind::Normal => Some(app.apply_entry(e.index, &e.data)),
                         EntryKind::Noop | EntryKind::Config => None,
                     };
                     self.applied = e.index;

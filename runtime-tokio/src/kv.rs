@@ -113,6 +113,10 @@ impl StateMachine for KvApp {
 }
 
 impl Application for KvApp {
+    fn apply_entry(&mut self, index: LogIndex, data: &Bytes) -> KvResponse {
+        self.store.apply_shared(index, data)
+    }
+
     fn after_apply(&mut self) {
         if !self.subscribers.is_empty() {
             self.deliver();

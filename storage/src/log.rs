@@ -168,7 +168,10 @@ impl Log {
             for r in &seg.records {
                 slots.push(Slot { offset: r.offset, term: r.term });
                 if r.index > base {
-                    let data = data.slice(r.data.clone());
+                    // Each entry gets its own buffer: a state machine may
+                    // keep slices of an entry (zero-copy decode), which must
+                    // not pin the whole segment.
+                    let data = Bytes::copy_from_slice(&data[r.data.clone()]);
                     entries.push(Entry { index: r.index, term: r.term, kind: r.kind, data });
                 }
             }
@@ -328,7 +331,8 @@ impl Log {
                     |offset, reason| Error::Corrupt { path: path.clone(), offset, reason };
                 match decode_record(&bytes, pos, seg.salt, self.bounds.record_bytes_max) {
                     Ok(Decoded::Record(r, next)) if r.index == index => {
-                        let data = bytes.slice(r.data);
+                        // Its own buffer, as at recovery (see `open`).
+                        let data = Bytes::copy_from_slice(&bytes[r.data]);
                         out.push(Entry { index, term: r.term, kind: r.kind, data });
                         pos = next;
                     }

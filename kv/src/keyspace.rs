@@ -1,0 +1,116 @@
+//! The key space: a hash table of keys to values with a fixed-seed hasher.
+//!
+//! Owns the store's primary index. A SwissTable (`hashbrown::HashTable`) is
+//! one probe and one key comparison per lookup, where an ordered tree chases
+//! a pointer and compares keys at every level. Invariants: the hasher's seed
+//! is fixed (no per-process randomness: the crate stays pure and every
+//! replica builds the same table from the same commands); no output depends
+//! on the table's internal order — ordered views ([`KeySpace::sorted`]) sort
+//! first, so snapshots keep one encoding per state. A write replaces key and
+//! value together, so a key never keeps an older command's buffer alive.
+
+use std::fmt;
+use std::hash::BuildHasher;
+
+use bytes::Bytes;
+use foldhash::fast::FixedState;
+use hashbrown::hash_table::Entry;
+use hashbrown::HashTable;
+
+/// The key space. Cloning it copies the table and bumps each key's and
+/// value's reference count (the copy-on-write cost after a snapshot).
+#[derive(Clone, Default)]
+pub(crate) struct KeySpace {
+    table: HashTable<(Bytes, Bytes)>,
+}
+
+impl fmt::Debug for KeySpace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeySpace").field("len", &self.table.len()).finish()
+    }
+}
+
+#[inline]
+fn hash(key: &[u8]) -> u64 {
+    FixedState::default().hash_one(key)
+}
+
+impl KeySpace {
+    /// An empty key space with room for `n` keys.
+    pub fn with_capacity(n: usize) -> Self {
+        KeySpace { table: HashTable::with_capacity(n) }
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<&Bytes> {
+        self.table.find(hash(key), |(k, _)| k[..] == *key).map(|(_, v)| v)
+    }
+
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Sets `key` to `value`, replacing both the stored key and value.
+    pub fn insert(&mut self, key: Bytes, value: Bytes) {
+        let h = hash(&key);
+        match self.table.entry(h, |(k, _)| *k == key, |(k, _)| hash(k)) {
+            Entry::Occupied(mut e) => *e.get_mut() = (key, value),
+            Entry::Vacant(e) => {
+                e.insert((key, value));
+            }
+        }
+    }
+
+    /// Removes `key`; its stored key and value if it existed.
+    pub fn remove(&mut self, key: &[u8]) -> Option<(Bytes, Bytes)> {
+        match self.table.find_entry(hash(key), |(k, _)| k[..] == *key) {
+            Ok(e) => Some(e.remove().0),
+            Err(_) => None,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// Every pair in key order: O(keys · log keys), for snapshots and tests.
+    pub fn sorted(&self) -> Vec<(&Bytes, &Bytes)> {
+        let mut v: Vec<_> = self.table.iter().map(|(k, v)| (k, v)).collect();
+        v.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        v
+    }
+
+    /// Builds the key space from distinct pairs.
+    pub fn from_distinct(pairs: Vec<(Bytes, Bytes)>) -> Self {
+        let mut ks = KeySpace::with_capacity(pairs.len());
+        for p in pairs {
+            let h = hash(&p.0);
+            ks.table.insert_unique(h, p, |(k, _)| hash(k));
+        }
+        ks
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_replaces_key_and_value() {
+        let mut ks = KeySpace::default();
+        let payload = Bytes::from_static(b"kv1");
+        ks.insert(payload.slice(0..1), payload.slice(1..3));
+        let newer = Bytes::from(b"k2".to_vec());
+        ks.insert(newer.slice(0..1), newer.slice(1..2));
+        assert_eq!(ks.len(), 1);
+        let (k, v) = ks.sorted()[0];
+        assert_eq!((&k[..], &v[..]), (&b"k"[..], &b"2"[..]));
+        // The stored key is the newer command's bytes.
+        assert_eq!(k.as_ptr(), newer.as_ptr());
+        assert_eq!(ks.remove(b"k").map(|p| p.1), Some(Bytes::from_static(b"2")));
+        assert!(ks.is_empty() && ks.remove(b"k").is_none());
+    }
+}
