@@ -135,7 +135,12 @@ impl Log {
     }
 
     /// The fast back-off hint (etcd's `findConflictByTerm`): the largest index
-    /// at or below `index` whose term is at most `term`, with that term.
+    /// at or below `index` whose term is at most `term`, with that term. If
+    /// the search reaches the snapshot point and its term is above `term`,
+    /// the answer lies below what we hold: `(snapshot_index - 1, 0)`, so a
+    /// leader probing from there needs the snapshot (returning the snapshot
+    /// point itself made a leader probe a follower that diverges exactly
+    /// there forever).
     pub fn hint_at_or_below(&self, index: LogIndex, term: Term) -> (LogIndex, Term) {
         let mut i = index.min(self.last_index());
         while i > self.snapshot_index {
@@ -145,7 +150,11 @@ impl Log {
             }
             i = i.prev();
         }
-        (self.snapshot_index, self.snapshot_term)
+        if self.snapshot_term <= term {
+            (self.snapshot_index, self.snapshot_term)
+        } else {
+            (self.snapshot_index.prev(), Term::ZERO)
+        }
     }
 
     /// Number of entries held in memory.
