@@ -109,6 +109,12 @@ pub enum Canary {
     AckBeforeFsync,
     /// A restart forgets the durable vote (class 1, vote not durable).
     ForgetVote,
+    /// Client reads are served from the local state machine at once,
+    /// without a read index (class 21/22: a stale read).
+    StaleRead,
+    /// The application reports a snapshot taken without making it durable
+    /// (class 18/30: the snapshot and the log's compaction disagree).
+    SnapshotNotDurable,
 }
 
 /// Everything that shapes a cluster run besides the scripted operations.
@@ -1082,6 +1088,15 @@ impl Cluster {
             self.ops[op].state = OpState::Failed;
             return op;
         }
+        if self.cfg.canary == Canary::StaleRead {
+            let app = &self.slots[i].app;
+            let o = &mut self.ops[op];
+            o.read = Some(app.kv.get(&key).copied());
+            o.ret = Some(self.now);
+            o.index = Some(app.index);
+            o.state = OpState::Done;
+            return op;
+        }
         let request = self.new_request(i, ReqKind::Read(Some(op)));
         self.step_node(i, Input::ReadIndex { request: RequestId(request) });
         op
@@ -1295,7 +1310,9 @@ impl Cluster {
                     let ok = bytes.is_some();
                     if let Some(bytes) = bytes {
                         self.stats.app_snapshots += 1;
-                        self.slots[i].disk.snapshot_taken(*meta, bytes);
+                        if self.cfg.canary != Canary::SnapshotNotDurable {
+                            self.slots[i].disk.snapshot_taken(*meta, bytes);
+                        }
                         self.trace.push(
                             self.now,
                             Rec::Fault { what: "snap-taken", node: node_id(i), detail: index.0 },

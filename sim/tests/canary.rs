@@ -51,3 +51,29 @@ fn forgotten_vote_is_caught() {
         );
     }
 }
+
+#[test]
+fn stale_reads_are_caught() {
+    let found = first_failures(Canary::StaleRead, 20);
+    assert!(!found.is_empty(), "reads served without a read index went unnoticed in 20 seeds");
+    for (seed, v) in &found {
+        assert!(matches!(v, Violation::NotLinearizable { .. }), "seed {seed}: unexpected {v}");
+    }
+}
+
+#[test]
+fn a_snapshot_reported_before_it_is_durable_is_caught() {
+    let found = first_failures(Canary::SnapshotNotDurable, 20);
+    assert!(!found.is_empty(), "a snapshot never made durable went unnoticed in 20 seeds");
+    for (seed, v) in &found {
+        assert!(
+            matches!(
+                v,
+                Violation::RestartFailed { .. }
+                    | Violation::Contract { .. }
+                    | Violation::SnapshotMismatch { .. }
+            ),
+            "seed {seed}: unexpected {v}"
+        );
+    }
+}

@@ -1,6 +1,7 @@
 //! Minimal scripted reproductions of core bugs the simulator found. Each
 //! names the seeds that first showed it and the failure class.
 
+use xraft::LogIndex;
 use xraft_sim::lab::cmd;
 use xraft_sim::{Cluster, ClusterConfig};
 
@@ -30,5 +31,49 @@ fn lost_appends_filling_the_window_do_not_stall_a_follower() {
         c.net_mut().set_cut(l, f, false);
         // f must catch up: the lab's `one` waits for all three servers.
         c.one(100, 3, false);
+    }
+}
+
+/// Found by `--seeds 20000` (seed 1530: liveness stall after healing, the
+/// leader probing one follower at the same index forever). The leader's
+/// fast back-off (`hint_at_or_below`) stopped at its snapshot point and
+/// returned it even when the snapshot's term was above the follower's hint
+/// term: the leader then probed right after its snapshot point, the
+/// follower (holding another term's uncommitted entry there) rejected with
+/// the same hint, forever, instead of getting the snapshot
+/// (SIM-CHECKLIST class 31, etcd `slow_follower_after_compaction`).
+#[test]
+fn a_follower_diverging_at_the_leaders_snapshot_point_gets_the_snapshot() {
+    for seed in 0..8 {
+        let mut cfg = ClusterConfig::lab(3, seed);
+        cfg.core = cfg.core.with_snapshots(5, 0, 64);
+        let mut c = Cluster::with_config(cfg);
+        let x = c.check_one_leader();
+        c.one(1, 3, false);
+        // The old leader x appends 40 entries nobody else gets.
+        c.disconnect(x);
+        for k in 0..40 {
+            c.start(x, cmd(100 + k));
+        }
+        // The others elect y and commit (and compact) past the start of
+        // that stale suffix, but not past its end.
+        let y = c.check_one_leader();
+        for k in 0..15 {
+            c.one(200 + k, 2, true);
+        }
+        let snap = c.node(y).expect("up").status().snapshot_index;
+        assert!(snap > LogIndex(3), "y compacted into x's stale suffix");
+        // y loses its quorum and steps down; x comes back and votes for y
+        // in a new term, so y's first word to x is a probe that x rejects.
+        let z = 3 - x - y;
+        c.disconnect(z);
+        c.run_for_ms(1_000);
+        c.connect(x);
+        c.run_for_ms(3_000);
+        let leader = c.leader().expect("x and y elect a leader");
+        let commit = c.node(leader).expect("up").commit_index();
+        assert!(commit > LogIndex(19), "seed {seed}: x never caught up (commit {commit:?})");
+        c.connect(z);
+        c.one(300, 3, true);
     }
 }
