@@ -266,7 +266,13 @@ impl Node {
             // append so the leader learns how far we are.
             return self.send_ack(from);
         }
-        if offset == 0 {
+        // Offset 0 starts over, except for a late or duplicated first chunk
+        // of the snapshot already being received: restarting then would
+        // put us behind a leader that ignores a lower offset as a late
+        // answer, and the transfer would never finish. The bytes received
+        // so far are those of the same snapshot, so we keep them.
+        let resuming = self.snap.install.as_ref().is_some_and(|i| i.meta == meta);
+        if offset == 0 && !resuming {
             self.snap.install = Some(Install { meta: meta.clone(), next_offset: 0 });
         }
         let expected = match &self.snap.install {
