@@ -1921,6 +1921,12 @@ fn detail(body: &MessageBody) -> (u64, u64) {
         MessageBody::AppendResp { success, index, .. } => (u64::from(*success), index.0),
         MessageBody::Heartbeat { commit, .. } => (commit.0, 0),
         MessageBody::HeartbeatResp { index, .. } => (index.0, 0),
+        MessageBody::InstallSnapshot { meta, offset, data, done } => {
+            (meta.index.0, offset * 1_000_000 + data.len() as u64 * 10 + u64::from(*done))
+        }
+        MessageBody::InstallSnapshotResp { index, next_offset, done } => {
+            (index.0, next_offset * 10 + u64::from(*done))
+        }
         _ => (0, 0),
     }
 }
