@@ -271,6 +271,9 @@ pub struct Oracle {
     leaders: BTreeMap<Term, NodeId>,
     by_index_term: BTreeMap<(LogIndex, Term), u64>,
     committed: Vec<EntryId>,
+    /// `commit_term[k]`: the term of the node that first committed
+    /// `committed[k]` (leader completeness binds leaders of later terms).
+    commit_term: Vec<Term>,
     /// `chain[k]`: chained hash of `committed[..=k]`.
     chain: Vec<u64>,
     applied: Vec<LogIndex>,
@@ -286,6 +289,7 @@ impl Oracle {
             leaders: BTreeMap::new(),
             by_index_term: BTreeMap::new(),
             committed: Vec::new(),
+            commit_term: Vec::new(),
             chain: Vec::new(),
             applied: vec![LogIndex::ZERO; nodes],
             durable_hs: vec![None; nodes],
@@ -297,7 +301,7 @@ impl Oracle {
     /// Records `id` as the next committed entry without any node's report:
     /// the bootstrap configuration every founding member starts with.
     pub fn bootstrap(&mut self, id: EntryId) {
-        self.push_committed(id);
+        self.push_committed(id, Term::ZERO);
         self.leader_commit_max = self.commit_max();
     }
 
@@ -333,7 +337,9 @@ impl Oracle {
 
     /// Election safety and leader completeness: `node` became leader of
     /// `term`; `log` is its log at that moment, which a snapshot covers
-    /// through `snap_index`.
+    /// through `snap_index`. Completeness binds entries committed in
+    /// earlier terms (a late vote may still elect a leader of an older
+    /// term than the one that committed an entry).
     pub fn leader_elected(
         &mut self,
         node: usize,
@@ -362,7 +368,8 @@ impl Oracle {
         let mut index = snap_index.next();
         while index <= max {
             let want = self.committed_at(index).expect("index <= commit_max");
-            if log(index) != Some(want) {
+            let k = (index.0 - 1) as usize;
+            if self.commit_term[k] < term && log(index) != Some(want) {
                 return Err(Violation::LeaderIncomplete { node: id, term, index });
             }
             index = index.next();
@@ -404,6 +411,7 @@ impl Oracle {
         log: LogView<'_>,
         durable: &dyn Fn(usize, LogIndex, Term) -> bool,
         voters: Option<&[usize]>,
+        term: Term,
     ) -> Result<(), Violation> {
         let id = node_id(node);
         if to < from {
@@ -418,7 +426,7 @@ impl Oracle {
                 let got = EntryId { term: Term(0), hash: 0 };
                 return Err(Violation::CommitDivergence { node: id, index: i, expected, got });
             };
-            self.define_committed(id, i, got)?;
+            self.define_committed(id, i, got, term)?;
             last = Some(got);
             i = i.next();
         }
@@ -455,6 +463,7 @@ impl Oracle {
         node: NodeId,
         index: LogIndex,
         got: EntryId,
+        term: Term,
     ) -> Result<(), Violation> {
         let k = (index.0 - 1) as usize;
         if k < self.committed.len() {
@@ -463,7 +472,7 @@ impl Oracle {
                 return Err(Violation::CommitDivergence { node, index, expected, got });
             }
         } else if k == self.committed.len() {
-            self.push_committed(got);
+            self.push_committed(got, term);
         } else {
             // Snapshots let a node commit past an index it never held; the
             // history up to it must have been defined by whoever took the
@@ -474,9 +483,10 @@ impl Oracle {
         Ok(())
     }
 
-    fn push_committed(&mut self, got: EntryId) {
+    fn push_committed(&mut self, got: EntryId, term: Term) {
         let prev = self.chain.last().copied().unwrap_or(0);
         self.committed.push(got);
+        self.commit_term.push(term);
         self.chain.push(chain(prev, got));
     }
 
@@ -499,7 +509,8 @@ impl Oracle {
                     let expected = EntryId { term: Term(0), hash: 0 };
                     return Err(Violation::ApplyDivergence { node: id, index, expected, got });
                 }
-                self.push_committed(got);
+                // (Unreachable: a commit is observed before its apply.)
+                self.push_committed(got, Term(u64::MAX));
             }
         }
         self.applied[node] = index;
@@ -704,11 +715,27 @@ mod tests {
         };
         let durable3 = |v: usize, i: LogIndex, t: Term| durable(v, i) == Some(t);
         assert_eq!(
-            o.commit_advanced(0, LogIndex(0), LogIndex(1), &view, &durable3, Some(&[0, 1, 2])),
+            o.commit_advanced(
+                0,
+                LogIndex(0),
+                LogIndex(1),
+                &view,
+                &durable3,
+                Some(&[0, 1, 2]),
+                Term(9)
+            ),
             Ok(())
         );
         assert_eq!(
-            o.commit_advanced(0, LogIndex(1), LogIndex(2), &view, &durable3, Some(&[0, 1, 2])),
+            o.commit_advanced(
+                0,
+                LogIndex(1),
+                LogIndex(2),
+                &view,
+                &durable3,
+                Some(&[0, 1, 2]),
+                Term(9)
+            ),
             Err(Violation::CommitWithoutDurableQuorum {
                 node: NodeId(1),
                 index: LogIndex(2),
@@ -721,7 +748,15 @@ mod tests {
         let durable2 = |v: usize, i: LogIndex| (v < 2 || i.0 == 1).then_some(Term(i.0));
         let durable23 = |v: usize, i: LogIndex, t: Term| durable2(v, i) == Some(t);
         assert_eq!(
-            o.commit_advanced(0, LogIndex(0), LogIndex(2), &view, &durable23, Some(&[0, 1, 2])),
+            o.commit_advanced(
+                0,
+                LogIndex(0),
+                LogIndex(2),
+                &view,
+                &durable23,
+                Some(&[0, 1, 2]),
+                Term(9)
+            ),
             Ok(())
         );
     }
@@ -733,15 +768,39 @@ mod tests {
         let b = [id(1, 1), id(3, 3)];
         let all3 = |_: usize, _: LogIndex, _: Term| true;
         assert_eq!(
-            o.commit_advanced(0, LogIndex(0), LogIndex(2), &log_of(&a), &all3, Some(&[0, 1, 2])),
+            o.commit_advanced(
+                0,
+                LogIndex(0),
+                LogIndex(2),
+                &log_of(&a),
+                &all3,
+                Some(&[0, 1, 2]),
+                Term(9)
+            ),
             Ok(())
         );
         assert!(matches!(
-            o.commit_advanced(0, LogIndex(1), LogIndex(2), &log_of(&b), &all3, Some(&[0, 1, 2])),
+            o.commit_advanced(
+                0,
+                LogIndex(1),
+                LogIndex(2),
+                &log_of(&b),
+                &all3,
+                Some(&[0, 1, 2]),
+                Term(9)
+            ),
             Err(Violation::CommitDivergence { index: LogIndex(2), .. })
         ));
         assert!(matches!(
-            o.commit_advanced(0, LogIndex(2), LogIndex(1), &log_of(&a), &all3, Some(&[0, 1, 2])),
+            o.commit_advanced(
+                0,
+                LogIndex(2),
+                LogIndex(1),
+                &log_of(&a),
+                &all3,
+                Some(&[0, 1, 2]),
+                Term(9)
+            ),
             Err(Violation::CommitRegressed { .. })
         ));
     }
@@ -752,10 +811,21 @@ mod tests {
         let full = [id(1, 1), id(2, 2)];
         let all3 = |_: usize, _: LogIndex, _: Term| true;
         assert_eq!(
-            o.commit_advanced(0, LogIndex(0), LogIndex(2), &log_of(&full), &all3, Some(&[0, 1, 2])),
+            o.commit_advanced(
+                0,
+                LogIndex(0),
+                LogIndex(2),
+                &log_of(&full),
+                &all3,
+                Some(&[0, 1, 2]),
+                Term(2)
+            ),
             Ok(())
         );
         let short = [id(1, 1)];
+        // A late vote may elect a leader of a term before the one that
+        // committed the entry: completeness does not bind it.
+        assert_eq!(o.leader_elected(1, Term(1), &log_of(&short), LogIndex(0)), Ok(()));
         assert_eq!(
             o.leader_elected(1, Term(3), &log_of(&short), LogIndex(0)),
             Err(Violation::LeaderIncomplete { node: NodeId(2), term: Term(3), index: LogIndex(2) })

@@ -1493,7 +1493,8 @@ impl Cluster {
         let voters: Option<Vec<usize>> = (was_leader || node.role() == Role::Leader).then(|| {
             node.status().membership.voters.iter().map(|id| (id.0 - 1) as usize).collect()
         });
-        let r = oracle.commit_advanced(i, from, c, &log, &durable, voters.as_deref());
+        let term = node.term();
+        let r = oracle.commit_advanced(i, from, c, &log, &durable, voters.as_deref(), term);
         self.slots[i].last_commit = c;
         if r.is_ok() {
             self.sync_history_from(i);

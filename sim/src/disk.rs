@@ -260,7 +260,16 @@ impl Disk {
         entries: &[Entry],
     ) -> Result<(), (LogIndex, LogIndex)> {
         if let Some(first) = entries.first() {
-            let last = LogIndex(self.base.0 + self.entries.len() as u64);
+            let mut last = LogIndex(self.base.0 + self.entries.len() as u64);
+            let snap = self.snapshot_index();
+            if snap >= last && first.index == snap.next() {
+                // The snapshot (taken ahead of a durable log that a crash
+                // cut short) covers the whole stored log: it goes on after
+                // the snapshot.
+                self.entries.clear();
+                self.base = snap;
+                last = snap;
+            }
             if first.index <= self.base || first.index > last.next() {
                 return Err((first.index, last));
             }
