@@ -402,7 +402,8 @@ impl Oracle {
     /// `durable(voter, index, term)` whether a voter's disk holds that entry
     /// durably: `to` must sit on a durable majority of them. A follower
     /// (`voters` is `None`) may not commit past what some leader committed.
-    /// Both must agree with the commit history.
+    /// Both must agree with the commit history. `term` is the node's term.
+    #[allow(clippy::too_many_arguments)]
     pub fn commit_advanced(
         &mut self,
         node: usize,
