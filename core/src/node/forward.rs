@@ -9,7 +9,7 @@
 //! one answer (`Proposed`, `ReadReady`, `Completed` or `Rejected`); the
 //! tables are bounded by `forward_pending_max`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::error::ProposeError;
 use crate::message::{ForwardResult, Forwarded, Message, MessageBody};
@@ -23,6 +23,12 @@ pub(crate) struct Forwarding {
     queued: VecDeque<(RequestId, Forwarded, u64)>,
     /// Sent to the leader, awaiting its answer: request -> deadline tick.
     sent: BTreeMap<RequestId, u64>,
+    /// Forwarded proposals received, (from, request), oldest first, at most
+    /// `forward_pending_max`: the network may deliver a `Forward` twice,
+    /// and appending its commands twice would execute a client's write
+    /// twice (the second copy can land after later writes).
+    seen: VecDeque<(NodeId, RequestId)>,
+    seen_set: BTreeSet<(NodeId, RequestId)>,
 }
 
 impl Forwarding {
@@ -126,6 +132,15 @@ impl Node {
 
     pub(super) fn on_forward(&mut self, from: NodeId, ctx: RequestId, what: Forwarded) {
         if let Forwarded::Propose(_) = what {
+            // A duplicate: the first copy was (or will be) answered.
+            if !self.fwd.seen_set.insert((from, ctx)) {
+                return;
+            }
+            self.fwd.seen.push_back((from, ctx));
+            if self.fwd.seen.len() > self.cfg.forward_pending_max {
+                let old = self.fwd.seen.pop_front().expect("non-empty");
+                self.fwd.seen_set.remove(&old);
+            }
             self.metrics.proposals_total += 1;
         }
         self.request(Requester::Remote(from, ctx), what);
