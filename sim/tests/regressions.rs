@@ -85,9 +85,13 @@ fn a_follower_diverging_at_the_leaders_snapshot_point_gets_the_snapshot() {
 /// - 4500, 1623, 2529: a duplicated first snapshot chunk made the follower
 ///   start its install over; the leader, one chunk ahead, ignored the lower
 ///   offset as a late answer, and the transfer never finished.
+/// - 1534, 3282, 5795: a duplicated `Forward` message made the leader
+///   append a client's write twice; the second copy landed after a later
+///   acknowledged write and a read saw the older value again (found by the
+///   WGL check; the by-index check passes since the log itself is valid).
 #[test]
 fn seeds_that_found_core_bugs_pass() {
-    for seed in [1530, 4500, 1623, 2529] {
+    for seed in [1530, 4500, 1623, 2529, 1534, 3282, 5795] {
         let mut run = xraft_sim::SeedRun::new(seed, &xraft_sim::SeedOptions::default());
         assert_eq!(run.run(), Ok(()), "seed {seed}");
     }
