@@ -243,6 +243,8 @@ pub struct SeedRun {
     partition_gen: u64,
     payload_seq: u64,
     faults_on: bool,
+    /// The last stable leader the healed phase saw.
+    last_leader: Option<usize>,
     /// Per client: its ops in flight and when it gives up on them.
     client_ops: Vec<(Vec<usize>, u64)>,
 }
@@ -270,6 +272,7 @@ impl SeedRun {
             partition_gen: 0,
             payload_seq: 0,
             faults_on: true,
+            last_leader: None,
             client_ops: vec![(Vec::new(), 0); params.clients],
             params,
         }
@@ -605,7 +608,38 @@ impl SeedRun {
             .sum()
     }
 
+    /// The healed phase. A leader change right after progress is expected
+    /// once in a while (a transfer requested before healing completes, or a
+    /// change removing the leader commits with the probe): the phase then
+    /// starts over, at most three times.
     fn liveness(&mut self) {
+        for _ in 0..3 {
+            let before = self.cluster.stats().transfers_completed;
+            let Err(v) = self.liveness_once() else { return };
+            let l = self.cluster.leader();
+            let removed = |c: &Cluster| {
+                let leaders: Vec<usize> = (0..c.len())
+                    .filter(|&i| c.node(i).is_some_and(|n| n.role() == Role::Leader))
+                    .collect();
+                let voters = c.committed_config().map(|m| m.voters.clone()).unwrap_or_default();
+                leaders.is_empty() || leaders.iter().any(|&i| !voters.contains(&node_id(i)))
+            };
+            let expected = self.cluster.stats().transfers_completed > before
+                || self.last_leader.is_some_and(|old| {
+                    let voters = self.cluster.committed_config().map(|m| m.voters.clone());
+                    !voters.is_some_and(|v| v.contains(&node_id(old)))
+                })
+                || (l.is_none() && removed(&self.cluster));
+            if !expected || self.cluster.failure().is_some() {
+                self.cluster.fail(v);
+                return;
+            }
+        }
+        self.cluster
+            .fail(Violation::Liveness { what: "leader kept changing after healing".into() });
+    }
+
+    fn liveness_once(&mut self) -> Result<(), Violation> {
         let start = self.cluster.now_us();
         let cap = start + LIVENESS_CAP_US;
         let mut deadline = start + LIVENESS_BOUND_US;
@@ -616,6 +650,7 @@ impl SeedRun {
             let t = self.cluster.now_us() + 10_000;
             self.advance_to(t);
             if let Some((l, term)) = self.stable_leader() {
+                self.last_leader = Some(l);
                 if probe.as_ref().is_none_or(|(t, _, _)| *t != term) {
                     let data = self.next_payload();
                     if let Ok(p) = self.cluster.propose(l, data.clone()) {
@@ -639,29 +674,26 @@ impl SeedRun {
             }
         }
         if self.cluster.failure().is_some() {
-            return;
+            return Ok(());
         }
         if !done {
             let what = self.describe_stuck(probe.as_ref().map(|p| p.1));
             self.cluster.fail(Violation::Liveness { what });
-            return;
+            return Ok(());
         }
         // Churn alarm: a healed cluster keeps its leader and term.
         let Some((leader, term)) = self.stable_leader() else {
-            self.cluster
-                .fail(Violation::Liveness { what: "leader lost right after progress".into() });
-            return;
+            return Err(Violation::Liveness { what: "leader lost right after progress".into() });
         };
         let t = self.cluster.now_us() + STABLE_WINDOW_US;
         self.advance_to(t);
         if self.cluster.failure().is_some() {
-            return;
+            return Ok(());
         }
         let max_term =
             self.live().iter().filter_map(|&i| self.cluster.node(i)).map(|n| n.term()).max();
         if max_term != Some(term) || self.cluster.leader() != Some(leader) {
-            self.cluster.fail(Violation::TermChurn { from: term, to: max_term.unwrap_or(term) });
-            return;
+            return Err(Violation::TermChurn { from: term, to: max_term.unwrap_or(term) });
         }
         // Requests forwarded late may still be committing: let every live
         // node apply the leader's commit index before the final checks.
@@ -674,12 +706,12 @@ impl SeedRun {
                 let what =
                     format!("live nodes did not apply {target:?}: {}", self.describe_stuck(None));
                 self.cluster.fail(Violation::Liveness { what });
-                return;
+                return Ok(());
             }
             let t = self.cluster.now_us() + 10_000;
             self.advance_to(t);
             if self.cluster.failure().is_some() {
-                return;
+                return Ok(());
             }
             let m = self.progress_marker();
             if m > marker {
@@ -688,6 +720,7 @@ impl SeedRun {
             }
         }
         self.final_checks();
+        Ok(())
     }
 
     /// The least number of entries applied by a live node since it started.
