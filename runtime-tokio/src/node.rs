@@ -110,7 +110,7 @@ impl<A: Application> NodeTask<A> {
             node: self.node,
             out: Vec::with_capacity(256),
             pending: HashMap::new(),
-            next_request: 0,
+            next_request: first_request_id(),
             writes: Vec::new(),
             locals: Vec::new(),
             batch: xraft::Commands::new(),
@@ -200,7 +200,7 @@ impl<A: Application> Loop<A> {
     }
 
     fn request_id(&mut self) -> RequestId {
-        self.next_request += 1;
+        self.next_request = self.next_request.wrapping_add(1);
         RequestId(self.next_request)
     }
 
@@ -421,4 +421,22 @@ impl<A: Application> Loop<A> {
             }
         });
     }
+}
+
+/// Where this incarnation's request ids start. The core requires ids unique
+/// per node across restarts (a leader drops a forwarded proposal whose
+/// (node, request) it saw recently, so a restarted node reusing ids from 1
+/// would have its first requests dropped): start at a random multiple of
+/// 2^32 (from the process's hash seed and the clock), so two incarnations'
+/// ranges meet with probability about 2^-32.
+fn first_request_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish() & !((1 << 32) - 1)
 }

@@ -109,7 +109,10 @@ pub enum Input {
     Message(Message),
     /// Append `commands` to the log, tagged `request` for the answer.
     Propose {
-        /// Caller's tag, echoed in `Proposed` / `Rejected`.
+        /// Caller's tag, echoed in `Proposed` / `Rejected`. MUST be unique
+        /// among this node's requests, also across restarts: a leader drops
+        /// a forwarded proposal whose (node, request) it saw recently (the
+        /// network may deliver a message twice).
         request: RequestId,
         /// The commands, appended as consecutive `Normal` entries.
         commands: Commands,
