@@ -531,3 +531,28 @@ fn a_full_restart_keeps_everything_committed() {
         assert_eq!(net.slots[i].app, before, "node {i}");
     }
 }
+
+#[test]
+fn a_stale_vote_request_is_refused_with_the_current_term() {
+    use xraft::{Message, MessageBody, Term};
+    let mut net = Net::new(3, 0, &|_| {});
+    net.elect();
+    let term = net.node(0).term();
+    let stale = Message {
+        from: NodeId(9),
+        to: NodeId(1),
+        term: Term(term.0 - 1),
+        body: MessageBody::RequestVote {
+            pre_vote: false,
+            last_log_index: LogIndex(100),
+            last_log_term: Term(50),
+            transfer: false,
+        },
+    };
+    let out = net.slots[0].node.as_mut().expect("up").step(Input::Message(stale));
+    let refused = out.iter().any(|o| {
+        matches!(o, Output::Send(m) if m.to == NodeId(9) && m.term == term
+            && matches!(m.body, MessageBody::RequestVoteResp { granted: false, .. }))
+    });
+    assert!(refused, "{out:?}");
+}

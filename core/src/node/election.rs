@@ -260,15 +260,19 @@ impl Node {
                         },
                     });
                 }
-                RequestVote { pre_vote: true, .. } => {
-                    // Answer a stale PreVote so its sender learns our term
-                    // (dropping it can deadlock the cluster).
+                RequestVote { pre_vote, .. } => {
+                    // Refuse a stale (Pre)Vote with our term (paper Figure 2:
+                    // "reply false if term < currentTerm") so its sender
+                    // catches up. Dropping it can deadlock the cluster: a
+                    // candidate whose term stays behind ours, and whose
+                    // configuration names only us besides itself, never
+                    // learns the term it must exceed (sim seed 9613).
                     let me = self.cfg.id;
                     self.send(Message {
                         from: me,
                         to: m.from,
                         term: self.term,
-                        body: RequestVoteResp { pre_vote: true, granted: false },
+                        body: RequestVoteResp { pre_vote, granted: false },
                     });
                 }
                 _ => {}
