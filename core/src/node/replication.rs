@@ -352,14 +352,21 @@ impl Node {
 
     /// An empty append at follower `i`'s next index, ignoring flow control.
     fn send_empty_append_at_next(&mut self, i: usize) {
-        let p = &self.progress[i];
-        let prev_index = p.next_index.prev();
-        let Some(prev_term) = self.log.term(prev_index) else {
+        let prev_index = self.progress[i].next_index.prev();
+        if self.log.term(prev_index).is_none() {
             // Compacted while the window was lost (the follower was down):
             // only a snapshot can bring it back.
             return self.start_snapshot_transfer(i);
-        };
-        let to = p.id;
+        }
+        self.send_empty_append(i, prev_index);
+    }
+
+    /// An empty append to follower `i` anchored at `prev_index` (a probe, or
+    /// a commit update), carrying the commit index. Sends nothing if the
+    /// anchor is compacted away.
+    fn send_empty_append(&mut self, i: usize, prev_index: LogIndex) {
+        let Some(prev_term) = self.log.term(prev_index) else { return };
+        let to = self.progress[i].id;
         let me = self.cfg.id;
         self.metrics.appends_sent += 1;
         self.send(Message {
@@ -410,7 +417,9 @@ impl Node {
         for i in 0..self.progress.len() {
             let p = &self.progress[i];
             if p.state == ProgressState::Replicate && p.next_index > self.log.last_index() {
-                self.send_commit(i);
+                // Anchored at the follower's match: always accepted.
+                let anchor = p.match_index;
+                self.send_empty_append(i, anchor);
             }
         }
         if old_commit < self.term_start && self.term_start <= candidate {
@@ -418,28 +427,6 @@ impl Node {
             self.maybe_start_read_round();
         }
         self.on_config_committed(old_commit);
-    }
-
-    /// An empty append anchored at the follower's match (always accepted),
-    /// carrying the new commit index.
-    fn send_commit(&mut self, i: usize) {
-        let p = &self.progress[i];
-        let prev_index = p.match_index;
-        let Some(prev_term) = self.log.term(prev_index) else { return };
-        let to = p.id;
-        let me = self.cfg.id;
-        self.metrics.appends_sent += 1;
-        self.send(Message {
-            from: me,
-            to,
-            term: self.term,
-            body: MessageBody::Append {
-                prev_index,
-                prev_term,
-                commit: self.commit,
-                entries: EntryVec::new(),
-            },
-        });
     }
 
     pub(super) fn on_persisted(&mut self, through: PersistId) {
