@@ -63,9 +63,25 @@ impl Node {
         active >= super::quorum::majority(self.membership.voters.len())
     }
 
+    /// Whether this node may campaign: it is a voter of its latest
+    /// configuration, or that configuration removed it and is not yet
+    /// committed (here) while the one before named it a voter. Thesis
+    /// §4.2.2: such a server "should still start new elections, as it might
+    /// still be needed until the Cnew entry is committed" (Figure 4.6: it
+    /// may hold the only copy of Cnew and refuse every other candidate). Its
+    /// own vote counts only where it is a voter.
+    pub(super) fn may_campaign(&self) -> bool {
+        let me = self.cfg.id;
+        if self.is_voter(me) {
+            return true;
+        }
+        let latest = self.conf.latest_index();
+        latest > self.commit && self.conf.at(latest.prev()).voters.contains(&me)
+    }
+
     /// Starts a PreVote round (or an election when PreVote is off).
     pub(super) fn campaign(&mut self) {
-        if !self.is_voter(self.cfg.id) {
+        if !self.may_campaign() {
             // Learners and removed nodes never campaign.
             self.reset_election_timeout();
             return;
@@ -125,7 +141,11 @@ impl Node {
         }
         let voters = self.membership.voters.len();
         let mut granted = self.granted.iter().filter(|v| self.is_voter(**v)).count();
-        if self.role == Role::Candidate && self.dur.hard_state_pending().is_some() {
+        let me = self.cfg.id;
+        if self.role == Role::Candidate
+            && self.is_voter(me)
+            && self.dur.hard_state_pending().is_some()
+        {
             granted -= 1;
         }
         let refused = self.refused.iter().filter(|v| self.is_voter(**v)).count();

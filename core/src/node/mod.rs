@@ -755,7 +755,7 @@ impl Node {
             }
         }
         if matches!(self.role, Role::Candidate | Role::PreCandidate) {
-            assert!(self.is_voter(self.cfg.id), "a non-voter campaigned");
+            assert!(self.may_campaign(), "a non-voter campaigned");
         }
         if self.role == Role::Leader && !self.is_voter(self.cfg.id) {
             // Removed by a change it leads: only until that change commits.
