@@ -1,7 +1,7 @@
 //! Minimal scripted reproductions of core bugs the simulator found. Each
 //! names the seeds that first showed it and the failure class.
 
-use xraft::LogIndex;
+use xraft::{LogIndex, MembershipChange, NodeId, Role};
 use xraft_sim::lab::cmd;
 use xraft_sim::{Cluster, ClusterConfig};
 
@@ -75,6 +75,45 @@ fn a_follower_diverging_at_the_leaders_snapshot_point_gets_the_snapshot() {
         assert!(commit > LogIndex(19), "seed {seed}: x never caught up (commit {commit:?})");
         c.connect(z);
         c.one(300, 3, true);
+    }
+}
+
+/// Found by `--seeds 20000` (seed 8731: no convergence after healing,
+/// every live node a pre-candidate or follower forever). A leader appended
+/// a change removing itself, then lost its quorum before replicating it.
+/// It alone holds that entry, so it has the most up-to-date log and refuses
+/// every other candidate; but its latest configuration leaves it out, and
+/// the core never let a non-voter campaign. With another voter down, the
+/// old configuration needs its vote and nobody can win. Thesis §4.2.2: "a
+/// server that is not part of its own latest configuration should still
+/// start new elections, as it might still be needed until the Cnew entry is
+/// committed (Figure 4.6). It does not count its own vote."
+#[test]
+fn a_leader_that_removed_itself_campaigns_until_the_change_commits() {
+    for seed in 0..5 {
+        let mut c = Cluster::with_config(ClusterConfig::lab(4, seed));
+        let l = c.check_one_leader();
+        c.one(1, 4, false);
+        let down = (l + 1) % 4;
+        let others: Vec<usize> = (0..4).filter(|&i| i != l && i != down).collect();
+        c.crash1(down);
+        // The change reaches nobody: the leader alone holds it.
+        c.disconnect(l);
+        let id = NodeId(l as u64 + 1);
+        c.change_membership(l, MembershipChange::Remove(id)).expect("up");
+        c.run_for_ms(2_000);
+        assert_ne!(c.node(l).expect("up").role(), Role::Leader, "CheckQuorum stepped down");
+        assert!(c.membership(l).is_some_and(|m| !m.voters.contains(&id)));
+        c.connect(l);
+        // The old configuration {all four} needs l's vote (one voter is
+        // down), and l refuses the others' shorter logs: l must campaign
+        // in its new configuration, commit it and step down.
+        c.run_for_ms(5_000);
+        let committed = c.committed_config().expect("bootstrap at least");
+        assert!(!committed.voters.contains(&id), "seed {seed}: the removal never committed");
+        let leader = c.leader().expect("a leader among the remaining voters");
+        assert!(others.contains(&leader), "seed {seed}: leader {leader}");
+        c.one(2, 2, true);
     }
 }
 
