@@ -44,9 +44,14 @@ impl Node {
                     self.become_follower(term, None);
                 }
             }
-        } else if self.election_elapsed >= self.election_timeout {
+        } else if self.election_elapsed >= self.election_timeout && self.may_campaign() {
             self.campaign();
         }
+        // A node that may not campaign lets `election_elapsed` grow: it
+        // measures the time since a leader was last heard, and the leader
+        // lease (`check_term`) must expire for it too. Resetting it at each
+        // timeout kept a learner in the lease of a dead leader forever, so
+        // it ignored the campaigns of the voters that needed its vote.
     }
 
     /// Whether a majority of voters (self included) was heard from since the
@@ -83,7 +88,6 @@ impl Node {
     pub(super) fn campaign(&mut self) {
         if !self.may_campaign() {
             // Learners and removed nodes never campaign.
-            self.reset_election_timeout();
             return;
         }
         if self.cfg.pre_vote {

@@ -683,7 +683,9 @@ impl Node {
                 let cq = self.cfg.election_timeout_ticks_min.saturating_sub(self.election_elapsed);
                 hb.min(cq)
             }
-            _ => self.election_timeout.saturating_sub(self.election_elapsed),
+            _ if self.may_campaign() => self.election_timeout.saturating_sub(self.election_elapsed),
+            // Nothing to time out: the lease check reads the elapsed ticks.
+            _ => u32::MAX,
         };
         let deadlines = [
             self.fwd.next_deadline(),
