@@ -593,6 +593,10 @@ pub struct Cluster {
     history: Vec<Bytes>,
     /// Committed configuration entries, in index order.
     configs: Vec<(LogIndex, Membership)>,
+    /// Membership changes requested that may still enter a log although no
+    /// node's log holds them: unanswered, or answered with an unknown
+    /// outcome (a forwarded request may still reach a leader).
+    uncertain_changes: BTreeMap<u64, MembershipChange>,
 }
 
 impl Cluster {
@@ -656,6 +660,7 @@ impl Cluster {
             ops: Vec::new(),
             history: Vec::new(),
             configs: Vec::new(),
+            uncertain_changes: BTreeMap::new(),
             cfg,
         };
         // The bootstrap configuration is committed by construction.
@@ -786,6 +791,14 @@ impl Cluster {
     /// The latest committed configuration.
     pub fn committed_config(&self) -> Option<&Membership> {
         self.configs.last().map(|(_, m)| m)
+    }
+
+    /// Membership changes that no log holds yet but that may still take
+    /// effect: requests not answered, or answered with an unknown outcome
+    /// (`Timeout`, `LeadershipLost`, or the node crashed), whose forwarded
+    /// copy may still reach a leader.
+    pub fn uncertain_changes(&self) -> impl Iterator<Item = &MembershipChange> {
+        self.uncertain_changes.values()
     }
 
     /// The first violation, if any.
@@ -1128,6 +1141,7 @@ impl Cluster {
     pub fn change_membership(&mut self, i: usize, change: MembershipChange) -> Option<u64> {
         self.slots[i].node.as_ref()?;
         let request = self.new_request(i, ReqKind::Change);
+        self.uncertain_changes.insert(request, change.clone());
         self.trace.push(
             self.now,
             Rec::Fault {
@@ -1574,7 +1588,11 @@ impl Cluster {
                             self.slots[i].proposals.insert(ix, Pending { term, op });
                         }
                     }
-                    ReqKind::Change => self.stats.changes_proposed += 1,
+                    ReqKind::Change => {
+                        // In a log now: the nodes' configurations show it.
+                        self.uncertain_changes.remove(&request.0);
+                        self.stats.changes_proposed += 1;
+                    }
                     _ => {
                         let what = format!("request {request:?} answered with Proposed");
                         self.fail(Violation::Contract { node: node_id(i), what });
@@ -1599,6 +1617,10 @@ impl Cluster {
                 let Some(req) = self.answered(i, request, Outcome::Rejected(error)) else {
                     return;
                 };
+                if !unknown {
+                    // Refused for good: it will never enter a log.
+                    self.uncertain_changes.remove(&request.0);
+                }
                 let ops: Vec<usize> = match req.kind {
                     ReqKind::Propose(ops) => ops.into_iter().flatten().collect(),
                     ReqKind::Read(op) => op.into_iter().collect(),

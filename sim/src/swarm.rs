@@ -28,7 +28,7 @@
 use std::collections::{BTreeSet, BinaryHeap};
 
 use bytes::Bytes;
-use xraft::{LogIndex, MembershipChange, NodeId, Role, Term};
+use xraft::{LogIndex, Membership, MembershipChange, NodeId, Role, Term};
 
 use crate::check::{node_id, EntryId, Violation};
 use crate::cluster::{
@@ -459,16 +459,28 @@ impl SeedRun {
         let learners: Vec<NodeId> = m.learners.iter().copied().collect();
         let voters: Vec<NodeId> = m.voters.iter().copied().collect();
         let k = &self.params.cluster.core;
-        // Without PreVote and CheckQuorum a removed voter that never learns
-        // of its removal disrupts the cluster forever (thesis §4.2.3): the
-        // expected outcome, so such seeds do not remove voters.
-        let may_remove_voter = voters.len() >= 3 && (k.pre_vote || k.check_quorum);
+        // Without PreVote and CheckQuorum a node that believes it is a voter
+        // but is no member disrupts the cluster forever (thesis §4.2.3): the
+        // expected outcome, so such seeds make no change that can leave one.
+        // That is removing a voter, removing a learner (it may hold a
+        // rolled-back promotion), and adding a non-member as a voter at
+        // once (seed 12955: a stale leader's AddVoter reached only the new
+        // node and was overwritten; the node campaigned forever, never
+        // hearing from the real leader). Learners are added, then promoted.
+        let disruptable = !(k.pre_vote || k.check_quorum);
+        let may_remove_voter = voters.len() >= 3 && !disruptable;
         let mut options = Vec::new();
         if !outside.is_empty() {
-            options.extend([0, 1]);
+            options.push(0);
+            if !disruptable {
+                options.push(1);
+            }
         }
         if !learners.is_empty() {
-            options.extend([2, 2, 3]);
+            options.extend([2, 2]);
+            if !disruptable {
+                options.push(3);
+            }
         }
         if may_remove_voter {
             options.extend([4, 5]);
@@ -511,9 +523,9 @@ impl SeedRun {
     /// every configuration any node may still adopt keeps a live majority.
     fn choose_down(&mut self) -> Vec<usize> {
         let n = self.cluster.len();
-        let mut configs: Vec<BTreeSet<NodeId>> = Vec::new();
+        let mut configs: Vec<Membership> = Vec::new();
         if let Some(m) = self.cluster.committed_config() {
-            configs.push(m.voters.clone());
+            configs.push(m.clone());
         }
         for i in 0..n {
             let m = match self.cluster.membership(i) {
@@ -521,9 +533,27 @@ impl SeedRun {
                 None => self.cluster.disk(i).membership(),
             };
             if let Some(m) = m.filter(|m| !m.voters.is_empty()) {
-                configs.push(m.voters);
+                configs.push(m);
             }
         }
+        // A change no log holds yet may still commit after healing (a
+        // follower forwards a queued request once it learns the leader):
+        // every configuration it, or a sequence of such changes, may yield
+        // from one above counts too (seed 8762: a queued removal of the
+        // leader committed after healing, leaving {n1, n2} with n2 down).
+        let uncertain: Vec<MembershipChange> = self.cluster.uncertain_changes().cloned().collect();
+        let mut k = 0;
+        while k < configs.len() && configs.len() < 256 {
+            for ch in &uncertain {
+                if let Ok(next) = configs[k].apply(ch) {
+                    if !configs.contains(&next) {
+                        configs.push(next);
+                    }
+                }
+            }
+            k += 1;
+        }
+        let configs: Vec<BTreeSet<NodeId>> = configs.into_iter().map(|m| m.voters).collect();
         let mut pool: Vec<usize> = configs
             .first()
             .map(|v| v.iter().map(|id| (id.0 - 1) as usize).collect())
