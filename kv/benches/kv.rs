@@ -24,6 +24,8 @@
 //!   `SET key:<12 digits> xxx` requests: `parse_frame` alone (MB/s), and the
 //!   server path `split_command` + `Command::parse` (commands/s).
 //!
+//! - `snapshot/100k`: taking and reading out a snapshot of 100,000 keys.
+//!
 //! Run: `cargo bench -p xraft-kv --bench kv -- --measurement-time 3 --warm-up-time 1`.
 // criterion_group! generates an undocumented `pub fn`.
 #![allow(missing_docs)]
@@ -188,5 +190,24 @@ fn bench_resp(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_apply, bench_resp);
+/// A snapshot of 100,000 redis-benchmark-like keys (`key:<12 digits>`,
+/// 3-byte values), read out whole: freezing, sorting the keys, encoding.
+fn bench_snapshot(c: &mut Criterion) {
+    let mut store = KvStore::default();
+    for (i, n) in
+        (0..KEYS as u64).map(|n| n.wrapping_mul(2_654_435_761) % 1_000_000_000_000).enumerate()
+    {
+        let cmd = KvCommand::Set {
+            key: Bytes::from(format!("key:{n:012}")),
+            value: Bytes::from_static(b"xxx"),
+        };
+        store.apply(LogIndex(i as u64 + 1), &KvRequest::new(cmd).encode());
+    }
+    let mut group = c.benchmark_group("snapshot");
+    group.throughput(Throughput::Elements(KEYS as u64));
+    group.bench_function("100k", |b| b.iter(|| store.snapshot().into_vec().len()));
+    group.finish();
+}
+
+criterion_group!(benches, bench_apply, bench_resp, bench_snapshot);
 criterion_main!(benches);

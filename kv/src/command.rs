@@ -105,11 +105,56 @@ impl KvRequest {
         Bytes::from(out)
     }
 
-    /// Appends the postcard encoding to `out`.
+    /// Appends the postcard encoding to `out` (written directly, byte for
+    /// byte what `postcard::to_extend` writes; the tests compare both).
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        let buf = std::mem::take(out);
-        // Serializing plain data into a growable Vec cannot fail.
-        *out = postcard::to_extend(self, buf).expect("KvRequest encodes into a Vec");
+        fn varint(out: &mut Vec<u8>, mut v: u64) {
+            while v >= 0x80 {
+                out.push(v as u8 | 0x80);
+                v >>= 7;
+            }
+            out.push(v as u8);
+        }
+        fn bytes(out: &mut Vec<u8>, b: &[u8]) {
+            varint(out, b.len() as u64);
+            out.extend_from_slice(b);
+        }
+        fn keys(out: &mut Vec<u8>, keys: &[Bytes]) {
+            varint(out, keys.len() as u64);
+            keys.iter().for_each(|k| bytes(out, k));
+        }
+        match self.session {
+            None => out.push(0),
+            Some(SessionTag { client, seq }) => {
+                out.push(1);
+                varint(out, client);
+                varint(out, seq);
+            }
+        }
+        match &self.command {
+            KvCommand::Set { key, value } => {
+                out.push(0);
+                bytes(out, key);
+                bytes(out, value);
+            }
+            KvCommand::Delete { keys: k } => {
+                out.push(1);
+                keys(out, k);
+            }
+            KvCommand::Get { key } => {
+                out.push(2);
+                bytes(out, key);
+            }
+            KvCommand::Exists { keys: k } => {
+                out.push(3);
+                keys(out, k);
+            }
+            KvCommand::MGet { keys: k } => {
+                out.push(4);
+                keys(out, k);
+            }
+            KvCommand::OpenSession => out.push(5),
+        }
     }
 
     /// Decodes a log payload. Trailing bytes are an error: a payload is exactly

@@ -30,6 +30,15 @@ impl fmt::Debug for KeySpace {
     }
 }
 
+/// The first 16 bytes of `key`, zero-padded, as a big-endian integer: if
+/// `a < b` as bytes then `prefix(a) <= prefix(b)`.
+fn prefix(key: &[u8]) -> u128 {
+    let mut b = [0u8; 16];
+    let n = key.len().min(16);
+    b[..n].copy_from_slice(&key[..n]);
+    u128::from_be_bytes(b)
+}
+
 #[inline]
 fn hash(key: &[u8]) -> u64 {
     FixedState::default().hash_one(key)
@@ -78,9 +87,12 @@ impl KeySpace {
 
     /// Every pair in key order: O(keys · log keys), for snapshots and tests.
     pub fn sorted(&self) -> Vec<(&Bytes, &Bytes)> {
-        let mut v: Vec<_> = self.table.iter().map(|(k, v)| (k, v)).collect();
-        v.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        v
+        // Most comparisons are settled by an integer compare of the keys'
+        // first 16 bytes (zero-padded, big endian: a non-strict order
+        // preserving prefix of the byte order); ties compare whole keys.
+        let mut v: Vec<_> = self.table.iter().map(|(k, v)| (prefix(k), k, v)).collect();
+        v.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+        v.into_iter().map(|(_, k, v)| (k, v)).collect()
     }
 
     /// Builds the key space from distinct pairs.
@@ -97,6 +109,40 @@ impl KeySpace {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sorted_is_byte_order() {
+        let mut keys: Vec<Vec<u8>> = vec![
+            vec![],
+            vec![0],
+            vec![0, 0],
+            b"a".to_vec(),
+            b"a\0".to_vec(),
+            b"a\x01".to_vec(),
+            b"ab".to_vec(),
+            vec![0xff; 17],
+            vec![0xff; 16],
+            [&[0xffu8; 16][..], &[0]].concat(),
+            b"key:000000012345".to_vec(),
+            b"key:0000000123456".to_vec(),
+            b"key:000000012344z".to_vec(),
+            b"key:00000001234".to_vec(),
+        ];
+        let mut x = 7u64;
+        for _ in 0..500 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let len = (x >> 59) as usize;
+            keys.push((0..len).map(|i| (x >> (i % 8 * 8)) as u8 & 0x83).collect());
+        }
+        let mut ks = KeySpace::default();
+        for k in &keys {
+            ks.insert(Bytes::from(k.clone()), Bytes::new());
+        }
+        keys.sort();
+        keys.dedup();
+        let got: Vec<Vec<u8>> = ks.sorted().into_iter().map(|(k, _)| k.to_vec()).collect();
+        assert_eq!(got, keys);
+    }
 
     #[test]
     fn insert_replaces_key_and_value() {

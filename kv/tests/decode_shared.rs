@@ -1,5 +1,6 @@
 //! `KvRequest::decode_shared` (zero-copy) gives exactly `KvRequest::decode`'s
-//! result (postcard) on every input: valid requests, mutated ones, and noise.
+//! result (postcard) on every input: valid requests, mutated ones, and noise;
+//! `KvRequest::encode` writes exactly postcard's bytes.
 use bytes::Bytes;
 use proptest::prelude::*;
 use xraft_kv::{KvCommand, KvRequest, SessionTag};
@@ -40,6 +41,8 @@ proptest! {
     #[test]
     fn valid_requests_decode_alike(req in request()) {
         let enc = req.encode();
+        // The hand-written encoder writes exactly postcard's bytes.
+        prop_assert_eq!(&enc[..], &postcard::to_allocvec(&req).expect("encodes")[..]);
         prop_assert_eq!(KvRequest::decode_shared(&enc), Ok(req));
     }
 
