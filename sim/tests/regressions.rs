@@ -177,9 +177,12 @@ fn a_learner_does_not_keep_a_dead_leaders_lease() {
 ///   append a client's write twice; the second copy landed after a later
 ///   acknowledged write and a read saw the older value again (found by the
 ///   WGL check; the by-index check passes since the log itself is valid).
+/// - 8731: a leader holding the only copy of its own removal never
+///   campaigned (thesis §4.2.2).
+/// - 14233: a learner stayed in a dead leader's lease and ignored votes.
 #[test]
 fn seeds_that_found_core_bugs_pass() {
-    for seed in [1530, 4500, 1623, 2529, 1534, 3282, 5795] {
+    for seed in [1530, 4500, 1623, 2529, 1534, 3282, 5795, 8731, 14233] {
         let mut run = xraft_sim::SeedRun::new(seed, &xraft_sim::SeedOptions::default());
         assert_eq!(run.run(), Ok(()), "seed {seed}");
     }
