@@ -162,6 +162,12 @@ impl<A: Application> NodeTask<A> {
             if s.flush().await.is_err() {
                 break Err("the disk thread or apply task stopped".into());
             }
+            // Let the peer writers, the apply task and the client tasks act
+            // on this wake-up's outputs before more inputs are taken: with
+            // inputs always ready, the loop would otherwise run on until its
+            // cooperative budget ran out, holding back the messages to
+            // followers (the commit path) and the replies.
+            tokio::task::yield_now().await;
         };
         // Every waiting caller hears that the node stopped.
         for (_, p) in s.pending.drain() {
