@@ -304,26 +304,12 @@ pub struct Stats {
     pub changes_proposed: u64,
     /// Leadership transfers requested.
     pub transfers_requested: u64,
-    /// Core metrics summed over every node incarnation: snapshots taken.
-    pub snapshots_taken: u64,
-    /// Core: snapshots installed from a leader.
-    pub snapshots_installed: u64,
-    /// Core: snapshot transfers completed by leaders.
-    pub snapshots_sent: u64,
-    /// Core: membership changes committed.
-    pub config_changes_committed: u64,
-    /// Core: learners promoted.
-    pub learners_promoted: u64,
-    /// Core: leadership transfers handed off.
-    pub transfers_completed: u64,
-    /// Core: reads released (`ReadReady`).
-    pub reads_served: u64,
-    /// Core: requests forwarded to a leader.
-    pub forwarded: u64,
     /// Client operations checked for linearizability (by index).
     pub lin_ops_checked: u64,
     /// Keys whose history the WGL search checked.
     pub wgl_keys_checked: u64,
+    /// The core's counters summed over every node incarnation.
+    pub core: Metrics,
     /// Operations the WGL search checked.
     pub wgl_ops_checked: u64,
 }
@@ -373,30 +359,16 @@ impl Stats {
             err_other,
             changes_proposed,
             transfers_requested,
-            snapshots_taken,
-            snapshots_installed,
-            snapshots_sent,
-            config_changes_committed,
-            learners_promoted,
-            transfers_completed,
-            reads_served,
-            forwarded,
             lin_ops_checked,
             wgl_keys_checked,
             wgl_ops_checked
         );
+        self.core += o.core;
     }
 
     /// Adds a node's core counters.
     pub fn add_metrics(&mut self, m: &Metrics) {
-        self.snapshots_taken += m.snapshots_taken;
-        self.snapshots_installed += m.snapshots_installed;
-        self.snapshots_sent += m.snapshots_sent;
-        self.config_changes_committed += m.config_changes_committed;
-        self.learners_promoted += m.learners_promoted;
-        self.transfers_completed += m.transfers_completed;
-        self.reads_served += m.reads_served;
-        self.forwarded += m.forwarded;
+        self.core += *m;
     }
 }
 

@@ -200,14 +200,14 @@ fn main() -> ExitCode {
 /// Prints the feature coverage counters; returns the names of those at zero.
 fn print_features(t: &Stats) -> Vec<&'static str> {
     let features = [
-        ("snapshots taken", t.snapshots_taken),
-        ("snapshots sent", t.snapshots_sent),
-        ("snapshots installed", t.snapshots_installed),
-        ("config changes committed", t.config_changes_committed),
-        ("learners promoted", t.learners_promoted),
-        ("transfers done", t.transfers_completed),
-        ("reads served", t.reads_served),
-        ("forwards", t.forwarded),
+        ("snapshots taken", t.core.snapshots_taken),
+        ("snapshots sent", t.core.snapshots_sent),
+        ("snapshots installed", t.core.snapshots_installed),
+        ("config changes committed", t.core.config_changes_committed),
+        ("learners promoted", t.core.learners_promoted),
+        ("transfers done", t.core.transfers_completed),
+        ("reads served", t.core.reads_served),
+        ("forwards", t.core.forwarded),
         ("lin ops checked", t.lin_ops_checked),
         ("wgl keys checked", t.wgl_keys_checked),
     ];

@@ -644,7 +644,7 @@ impl SeedRun {
     /// starts over, at most three times.
     fn liveness(&mut self) {
         for _ in 0..3 {
-            let before = self.cluster.stats().transfers_completed;
+            let before = self.cluster.stats().core.transfers_completed;
             let Err(v) = self.liveness_once() else { return };
             let l = self.cluster.leader();
             let removed = |c: &Cluster| {
@@ -654,7 +654,7 @@ impl SeedRun {
                 let voters = c.committed_config().map(|m| m.voters.clone()).unwrap_or_default();
                 leaders.is_empty() || leaders.iter().any(|&i| !voters.contains(&node_id(i)))
             };
-            let expected = self.cluster.stats().transfers_completed > before
+            let expected = self.cluster.stats().core.transfers_completed > before
                 || self.last_leader.is_some_and(|old| {
                     let voters = self.cluster.committed_config().map(|m| m.voters.clone());
                     !voters.is_some_and(|v| v.contains(&node_id(old)))

@@ -396,6 +396,32 @@ pub struct Metrics {
     pub transfers_completed: u64,
 }
 
+impl std::ops::AddAssign for Metrics {
+    /// Sums counters, e.g. over the incarnations of a node or over a cluster.
+    fn add_assign(&mut self, o: Metrics) {
+        self.elections_started += o.elections_started;
+        self.elections_won += o.elections_won;
+        self.pre_votes_started += o.pre_votes_started;
+        self.proposals_total += o.proposals_total;
+        self.proposals_ok += o.proposals_ok;
+        self.proposals_failed += o.proposals_failed;
+        self.appends_sent += o.appends_sent;
+        self.appends_received += o.appends_received;
+        self.messages_sent += o.messages_sent;
+        self.messages_received += o.messages_received;
+        self.persists += o.persists;
+        self.forwarded += o.forwarded;
+        self.read_index_requests += o.read_index_requests;
+        self.reads_served += o.reads_served;
+        self.snapshots_taken += o.snapshots_taken;
+        self.snapshots_installed += o.snapshots_installed;
+        self.snapshots_sent += o.snapshots_sent;
+        self.config_changes_committed += o.config_changes_committed;
+        self.learners_promoted += o.learners_promoted;
+        self.transfers_completed += o.transfers_completed;
+    }
+}
+
 /// A snapshot of a node's state, for health checks and tests.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Status {
