@@ -436,18 +436,7 @@ fn no_read_before_the_new_leaders_noop_commits() {
     let mut net = Net::new(3, 0, &|_| {});
     net.manual_sync = true;
     // Elect without letting followers sync the no-op.
-    let l = loop {
-        for i in 0..3 {
-            net.queue.push_back((i, Input::Tick));
-        }
-        net.run();
-        if let Some(l) = net.leader() {
-            break l;
-        }
-        for i in 0..3 {
-            net.sync(i);
-        }
-    };
+    let l = net.elect_unsynced(3);
     let noop = net.node(l).last_index();
     assert!(net.node(l).commit_index() < noop);
     let request = net.request();
@@ -568,18 +557,7 @@ fn an_uncommitted_config_is_rolled_back_on_truncation() {
 fn no_config_change_before_the_new_leaders_noop_commits() {
     let mut net = Net::new(3, 1, &|_| {});
     net.manual_sync = true;
-    let l = loop {
-        for i in 0..3 {
-            net.queue.push_back((i, Input::Tick));
-        }
-        net.run();
-        if let Some(l) = net.leader() {
-            break l;
-        }
-        for i in 0..3 {
-            net.sync(i);
-        }
-    };
+    let l = net.elect_unsynced(3);
     assert!(net.node(l).commit_index() < net.node(l).last_index());
     let request = net.request();
     net.input(

@@ -306,6 +306,26 @@ impl Net {
         panic!("no leader elected");
     }
 
+    /// With `manual_sync`: ticks the founding voters until one leads, syncing
+    /// writes only between rounds, so the new leader's no-op is appended but
+    /// not yet durable anywhere (hence not committed). Returns the leader.
+    pub fn elect_unsynced(&mut self, voters: usize) -> usize {
+        assert!(self.manual_sync, "needs manual_sync");
+        for _ in 0..200 {
+            for i in 0..voters {
+                self.queue.push_back((i, Input::Tick));
+            }
+            self.run();
+            if let Some(l) = self.leader() {
+                return l;
+            }
+            for i in 0..voters {
+                self.sync(i);
+            }
+        }
+        panic!("no leader elected");
+    }
+
     pub fn input(&mut self, i: usize, input: Input) {
         self.queue.push_back((i, input));
         self.run();
