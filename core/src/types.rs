@@ -108,6 +108,11 @@ impl fmt::Debug for Entry {
 }
 
 impl Entry {
+    /// An application command at `index` in `term`.
+    pub fn normal(index: LogIndex, term: Term, data: Bytes) -> Entry {
+        Entry { index, term, kind: EntryKind::Normal, data }
+    }
+
     /// Bytes this entry accounts for in size limits (payload plus a fixed header).
     #[inline]
     pub fn size_bytes(&self) -> usize {

@@ -329,15 +329,10 @@ impl Disk {
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use xraft::{EntryKind, EntryVec, PersistId};
+    use xraft::{EntryVec, PersistId};
 
     fn e(index: u64, term: u64) -> Entry {
-        Entry {
-            index: LogIndex(index),
-            term: Term(term),
-            kind: EntryKind::Normal,
-            data: Bytes::new(),
-        }
+        Entry::normal(LogIndex(index), Term(term), Bytes::new())
     }
 
     fn w(id: u64, entries: &[Entry]) -> PersistWrite {

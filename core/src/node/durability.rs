@@ -203,16 +203,11 @@ impl Durability {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{EntryKind, NodeId, Term};
+    use crate::types::{NodeId, Term};
     use bytes::Bytes;
 
     fn e(index: u64, term: u64) -> Entry {
-        Entry {
-            index: LogIndex(index),
-            term: Term(term),
-            kind: EntryKind::Normal,
-            data: Bytes::new(),
-        }
+        Entry::normal(LogIndex(index), Term(term), Bytes::new())
     }
 
     #[test]

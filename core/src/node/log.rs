@@ -167,16 +167,11 @@ impl Log {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::EntryKind;
+
     use bytes::Bytes;
 
     fn e(index: u64, term: u64) -> Entry {
-        Entry {
-            index: LogIndex(index),
-            term: Term(term),
-            kind: EntryKind::Normal,
-            data: Bytes::new(),
-        }
+        Entry::normal(LogIndex(index), Term(term), Bytes::new())
     }
 
     #[test]

@@ -33,7 +33,7 @@ impl Node {
         let first = self.log.last_index().next();
         let mut index = first;
         for data in commands {
-            self.append_local(Entry { index, term, kind: EntryKind::Normal, data });
+            self.append_local(Entry::normal(index, term, data));
             index = index.next();
         }
         let last = index.prev();
