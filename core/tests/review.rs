@@ -666,3 +666,71 @@ fn a_forward_with_an_older_term_is_answered() {
         "the forwarded request got no answer: {out:?}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Liveness under a failing disk.
+// ---------------------------------------------------------------------------
+
+/// Steps `input` into a single-voter node whose storage is durable at once
+/// and whose snapshots always fail; returns how many `TakeSnapshot` it asked
+/// for (each answered `ok: false`), stopping at 100 (a busy retry loop).
+fn step_failing_snapshots(node: &mut Node, input: Input) -> usize {
+    let mut asked = 0;
+    let mut queue = vec![input];
+    while let Some(input) = queue.pop().filter(|_| asked < 100) {
+        for o in node.step(input) {
+            match o {
+                Output::Persist(w) => queue.push(Input::Persisted { through: w.id }),
+                Output::Apply { entries } => {
+                    let index = entries.last().map_or(LogIndex::ZERO, |e| e.index);
+                    queue.push(Input::Applied { index });
+                }
+                Output::TakeSnapshot { meta } => {
+                    asked += 1;
+                    queue.push(Input::SnapshotTaken { index: meta.index, ok: false });
+                }
+                _ => {}
+            }
+        }
+    }
+    asked
+}
+
+/// A snapshot the storage cannot write (disk full, directory removed) is
+/// asked for again only after `snapshot_chunk_timeout_ticks`. Before this
+/// test the failure cleared the request and the very next step asked again:
+/// a node whose data directory was removed spun a core at 50 % and logged a
+/// warning per attempt, millions of them.
+#[test]
+fn a_failed_snapshot_is_retried_after_a_timeout_not_at_once() {
+    let mut node = solo(1, 1, &|c| {
+        c.snapshot_threshold_entries = 5;
+        c.snapshot_min_retention_entries = 1;
+        c.snapshot_chunk_timeout_ticks = 50;
+    });
+    let mut asked = 0;
+    for _ in 0..100 {
+        asked += step_failing_snapshots(&mut node, Input::Tick);
+        if node.role() == Role::Leader {
+            break;
+        }
+    }
+    assert_eq!(node.role(), Role::Leader);
+    for i in 0..20u64 {
+        let input = Input::Propose {
+            request: RequestId(i + 1),
+            commands: [Bytes::from_static(b"c")].into_iter().collect(),
+        };
+        asked += step_failing_snapshots(&mut node, input);
+    }
+    assert!(node.status().applied >= LogIndex(20), "proposals applied");
+    assert_eq!(asked, 1, "one request, then no retry before the timeout");
+    for _ in 0..49 {
+        asked += step_failing_snapshots(&mut node, Input::Tick);
+    }
+    assert_eq!(asked, 1, "still none before the timeout");
+    for _ in 0..2 {
+        asked += step_failing_snapshots(&mut node, Input::Tick);
+    }
+    assert_eq!(asked, 2, "asked again once the timeout passed");
+}

@@ -147,7 +147,8 @@ pub enum Input {
         target: NodeId,
     },
     /// The snapshot asked for by `Output::TakeSnapshot` is durable in
-    /// storage (or could not be taken: `ok == false`).
+    /// storage (or could not be taken: `ok == false`; it is then asked for
+    /// again after `snapshot_chunk_timeout_ticks`, not at once).
     SnapshotTaken {
         /// The snapshot's index.
         index: LogIndex,

@@ -80,13 +80,22 @@ impl Node {
     /// The application's snapshot at `index` is durable: compact up to the
     /// retention point (in storage now, in memory once that is durable).
     pub(super) fn on_snapshot_taken(&mut self, index: LogIndex, ok: bool) {
+        if !ok {
+            // A failed snapshot is asked for again only after the timeout of
+            // an unanswered one, counted from the failure: storage that
+            // refuses it (full, read-only, removed) would otherwise be asked
+            // again on every step, in a busy loop.
+            if let Some((at, _)) = self.snap.requested.as_mut().filter(|(_, m)| m.index == index) {
+                *at = self.now;
+            }
+            return;
+        }
         let Some((_, meta)) = self.snap.requested.take_if(|(_, m)| m.index == index) else {
             return;
         };
         // A received snapshot may have replaced the log meanwhile (installed,
         // or written and not yet durable): this one is then stale.
-        if !ok
-            || self.snap.taking.is_some()
+        if self.snap.taking.is_some()
             || self.snap.install_write.is_some()
             || index <= self.snap.meta.index
             || index <= self.log.snapshot_index()
