@@ -3,15 +3,18 @@
 //! Owns group commit: the thread takes every job queued, carries out each
 //! `PersistWrite` in emission order (snapshot part, then entries, then hard
 //! state), makes the whole group durable with ONE `sync`, and only then
-//! publishes `Persisted { through }` with the last write's id. Invariants: a
+//! publishes `Persisted { through }` with the last write's id; when no job
+//! waits, it then grows the log's preallocated space. Invariants: a
 //! write is never reported before its `sync` returned `Ok`; after any
 //! storage error nothing more is reported and the node is told to stop
 //! (what reached the disk is unknown). Snapshot writers and readers are
 //! handed out from here because only the storage can create them; the
 //! streaming itself happens on other threads.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error};
@@ -30,15 +33,80 @@ pub(crate) enum DiskJob {
     Reader { reply: oneshot::Sender<xraft_storage::Result<Option<SnapshotReader>>> },
 }
 
+/// Upper bounds, in microseconds, of the sync-duration histogram's buckets
+/// (a last, unbounded bucket follows).
+pub const SYNC_BUCKETS_MICROS: [u64; 10] =
+    [100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 1_000_000];
+
 /// Counters of the disk thread, read by status reports.
 #[derive(Debug, Default)]
 pub(crate) struct DiskStats {
     /// `sync` calls (one per group commit).
-    pub syncs: std::sync::atomic::AtomicU64,
+    pub syncs: AtomicU64,
     /// `PersistWrite`s made durable.
-    pub writes: std::sync::atomic::AtomicU64,
+    pub writes: AtomicU64,
     /// Entries made durable.
-    pub entries: std::sync::atomic::AtomicU64,
+    pub entries: AtomicU64,
+    /// Time spent in `sync`, in microseconds.
+    pub sync_micros: AtomicU64,
+    /// Syncs by duration: bucket `i` counts those at most
+    /// `SYNC_BUCKETS_MICROS[i]` (and above the bucket before); the last
+    /// counts the rest.
+    pub sync_buckets: [AtomicU64; SYNC_BUCKETS_MICROS.len() + 1],
+}
+
+impl DiskStats {
+    fn record_sync(&self, took: Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.syncs.fetch_add(1, Relaxed);
+        self.sync_micros.fetch_add(us, Relaxed);
+        let i =
+            SYNC_BUCKETS_MICROS.iter().position(|&b| us <= b).unwrap_or(SYNC_BUCKETS_MICROS.len());
+        self.sync_buckets[i].fetch_add(1, Relaxed);
+    }
+
+    /// A copy of the sync-duration histogram.
+    pub(crate) fn sync_histogram(&self) -> SyncHistogram {
+        SyncHistogram {
+            buckets: std::array::from_fn(|i| self.sync_buckets[i].load(Relaxed)),
+            sum_micros: self.sync_micros.load(Relaxed),
+        }
+    }
+}
+
+/// Durations of the disk thread's syncs (one per group commit).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncHistogram {
+    /// Syncs per bucket of [`SYNC_BUCKETS_MICROS`] (not cumulative); the
+    /// last counts syncs above the last bound.
+    pub buckets: [u64; SYNC_BUCKETS_MICROS.len() + 1],
+    /// Total time in sync, in microseconds.
+    pub sum_micros: u64,
+}
+
+impl SyncHistogram {
+    /// Syncs counted.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+
+    /// The bucket bound at or under which fraction `q` of the syncs took
+    /// (`None` with no syncs, `u64::MAX` for the unbounded bucket).
+    pub fn quantile_bound_micros(&self, q: f64) -> Option<u64> {
+        let n = self.count();
+        if n == 0 {
+            return None;
+        }
+        let want = ((n as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, c) in self.buckets.iter().enumerate() {
+            seen += c;
+            if seen >= want {
+                return Some(SYNC_BUCKETS_MICROS.get(i).copied().unwrap_or(u64::MAX));
+            }
+        }
+        Some(u64::MAX)
+    }
 }
 
 /// Most jobs gathered into one group commit.
@@ -64,11 +132,19 @@ pub(crate) fn spawn(
                     Err(_) => break,
                 }
             }
-            match disk.carry_out(&mut group) {
-                Ok(Some(through)) => {
+            let done = disk.carry_out(&mut group).and_then(|through| {
+                if let Some(through) = through {
                     persisted.send_replace(through);
                 }
-                Ok(None) => {}
+                // Idle: grow the tail's preallocated zeros now rather than
+                // in a later group commit, on the acknowledgement path.
+                if rx.is_empty() {
+                    disk.storage.preallocate()?;
+                }
+                Ok(())
+            });
+            match done {
+                Ok(()) => {}
                 Err(e) => {
                     error!(node = id, error = %e, "storage failed; stopping the node");
                     let _ = events.send(Event::Fatal(format!("storage: {e}")));
@@ -110,8 +186,9 @@ impl Disk {
             }
         }
         if last.is_some() {
+            let started = Instant::now();
             self.storage.sync()?;
-            self.stats.syncs.fetch_add(1, Relaxed);
+            self.stats.record_sync(started.elapsed());
         }
         Ok(last)
     }

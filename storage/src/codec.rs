@@ -3,27 +3,39 @@
 //!
 //! Owns the segment header and record encodings and [`scan_segment`], which
 //! reads a whole segment from a byte slice without I/O. Invariants:
-//! - every record is `RECORD_HEADER_LEN` bytes of header followed by its
-//!   payload; the header carries the payload length, kind, index and term, a
-//!   CRC32C of the payload and a CRC32C of the header itself; both checksums
-//!   are seeded with the segment's random salt, so bytes copied from another
-//!   segment (or an entry payload that embeds a record) never validate here;
+//! - every record is `RECORD_HEADER_LEN` bytes of header, its payload, and
+//!   one end mark byte ([`RECORD_END_MARK`], never zero); the header carries
+//!   the payload length, kind, index and term, a CRC32C of the payload and a
+//!   CRC32C of the header itself; both checksums are seeded with the
+//!   segment's random salt, so bytes copied from another segment (or an
+//!   entry payload that embeds a record) never validate here;
 //! - indexes inside a segment are consecutive from the header's first index;
 //! - a length is checked against its bound before any slice is taken;
-//! - the scanner calls a bad record a *torn tail* only when it cannot be a
-//!   completed write: its header is cut short by the end of the data, its
-//!   (valid) header announces more payload than is present, or every byte
-//!   from it to the end is zero (pages never written). Any other bad record
-//!   — a checksum mismatch in complete bytes, a bad field under a valid
-//!   checksum, a record out of sequence — is corruption, reported with its
-//!   offset, so a flipped bit is never mistaken for a torn write.
+//! - segment files may end in zeros (space preallocated by the writer and
+//!   not yet used). Let `z` be the offset just past the last non-zero byte.
+//!   The scanner calls a bad record a *torn tail* only when it cannot be a
+//!   completed write because its last byte, the non-zero end mark, is not
+//!   before `z`: a header that fails its checksum with fewer than
+//!   `RECORD_HEADER_LEN + 1` bytes before `z`, or a valid header whose
+//!   record would end at or past `z`. This covers a write cut short by the
+//!   end of the file and one whose last pages never reached preallocated
+//!   space. Any other bad record (a checksum mismatch with the end mark
+//!   written, a bad end mark, a bad field under a valid checksum, a record
+//!   out of sequence) is corruption, reported with its offset. A flipped bit
+//!   is never mistaken for a torn write: it cannot zero the end mark (four
+//!   bits set) nor move `z` below a complete record.
 
 use std::ops::Range;
 
 use xraft::{Entry, EntryKind, LogIndex, Term};
 
-/// First bytes of every segment file; the last byte is the format version.
-pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"XRSEG\0\0\x01";
+/// First bytes of every segment file; the last byte is the format version
+/// (2: records end with [`RECORD_END_MARK`]; version 1 had no end mark and
+/// is not read).
+pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"XRSEG\0\0\x02";
+/// The last byte of every record: non-zero, so a record whose end never
+/// reached preallocated (zero) space is told apart from a complete one.
+pub(crate) const RECORD_END_MARK: u8 = 0xA5;
 /// Size of the segment header.
 pub(crate) const SEGMENT_HEADER_LEN: usize = 32;
 /// Size of a record header (the payload follows).
@@ -51,7 +63,7 @@ pub(crate) fn encode_record(buf: &mut Vec<u8>, salt: u32, entry: &Entry) {
 ///
 /// Layout (little endian): payload length u32, kind u8, 3 reserved zero
 /// bytes, index u64, term u64, payload CRC32C u32, header CRC32C u32 (over
-/// the 28 bytes before it), then the payload.
+/// the 28 bytes before it), then the payload, then [`RECORD_END_MARK`].
 pub(crate) fn encode_record_parts(
     buf: &mut Vec<u8>,
     salt: u32,
@@ -69,9 +81,10 @@ pub(crate) fn encode_record_parts(
     h[24..28].copy_from_slice(&crc32c::crc32c_append(salt, data).to_le_bytes());
     let header_crc = crc32c::crc32c_append(salt, &h[0..28]);
     h[28..32].copy_from_slice(&header_crc.to_le_bytes());
-    buf.reserve(RECORD_HEADER_LEN + data.len());
+    buf.reserve(RECORD_HEADER_LEN + data.len() + 1);
     buf.extend_from_slice(&h);
     buf.extend_from_slice(data);
+    buf.push(RECORD_END_MARK);
 }
 
 /// Where one valid record sits in the scanned bytes.
@@ -147,11 +160,12 @@ pub(crate) fn scan_segment(bytes: &[u8], record_bytes_max: u32) -> Result<ScanOu
     let mut records = Vec::new();
     let mut pos = SEGMENT_HEADER_LEN;
     let mut expected = first;
+    let written = written_len(bytes);
     let tail = loop {
         if pos == bytes.len() {
             break TailState::Clean;
         }
-        match decode_record(bytes, pos, salt, record_bytes_max)? {
+        match decode_record(bytes, written, pos, salt, record_bytes_max)? {
             Decoded::Record(rec, end) => {
                 if rec.index != expected {
                     return Err(ScanError { offset: pos as u64, reason: "record out of sequence" });
@@ -175,20 +189,30 @@ pub(crate) enum Decoded {
     Torn,
 }
 
-/// Decodes the record at `pos` in `bytes`.
+/// Bytes before the trailing zeros of `bytes`: one past its last non-zero
+/// byte (0 if all are zero).
+pub(crate) fn written_len(bytes: &[u8]) -> usize {
+    bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1)
+}
+
+/// Decodes the record at `pos` in `bytes`, whose bytes from `written` on are
+/// all zero (see [`written_len`]).
 pub(crate) fn decode_record(
     bytes: &[u8],
+    written: usize,
     pos: usize,
     salt: u32,
     record_bytes_max: u32,
 ) -> Result<Decoded, ScanError> {
     let rest = &bytes[pos.min(bytes.len())..];
     let err = |reason| ScanError { offset: pos as u64, reason };
+    // A complete record's end mark is non-zero, so it ends before `written`.
+    let cut_short = |end_mark: usize| end_mark >= written;
     let Some(h) = rest.get(..RECORD_HEADER_LEN) else {
         return Ok(Decoded::Torn);
     };
     if crc32c::crc32c_append(salt, &h[0..28]) != le_u32(&h[28..32]) {
-        if rest.iter().all(|b| *b == 0) {
+        if cut_short(pos + RECORD_HEADER_LEN) {
             return Ok(Decoded::Torn);
         }
         return Err(err("record header checksum mismatch"));
@@ -208,9 +232,14 @@ pub(crate) fn decode_record(
     }
     let start = pos + RECORD_HEADER_LEN;
     let end = start + len as usize;
-    let Some(data) = bytes.get(start..end) else {
+    if cut_short(end) {
         return Ok(Decoded::Torn);
-    };
+    }
+    // `end < written <= bytes.len()`: both slices are in range.
+    let data = &bytes[start..end];
+    if bytes[end] != RECORD_END_MARK {
+        return Err(err("bad record end mark"));
+    }
     if crc32c::crc32c_append(salt, data) != le_u32(&h[24..28]) {
         return Err(err("record payload checksum mismatch"));
     }
@@ -221,7 +250,7 @@ pub(crate) fn decode_record(
         kind,
         data: start..end,
     };
-    Ok(Decoded::Record(rec, end))
+    Ok(Decoded::Record(rec, end + 1))
 }
 
 /// The first index and salt of a valid segment header, or `None`.
@@ -327,7 +356,7 @@ mod tests {
     #[test]
     fn every_cut_is_torn_never_corrupt() {
         let bytes = segment(3);
-        let one = RECORD_HEADER_LEN + 11;
+        let one = RECORD_HEADER_LEN + 11 + 1;
         for cut in SEGMENT_HEADER_LEN + 1..bytes.len() {
             let s = scanned(&bytes[..cut]);
             let whole = (cut - SEGMENT_HEADER_LEN) / one;
@@ -341,6 +370,34 @@ mod tests {
         }
     }
 
+    /// A write into preallocated space that stopped anywhere (the rest of
+    /// the file still zeros) is a torn tail, never corruption.
+    #[test]
+    fn every_cut_into_preallocated_zeros_is_torn_never_corrupt() {
+        let bytes = segment(3);
+        let one = RECORD_HEADER_LEN + 11 + 1;
+        for cut in SEGMENT_HEADER_LEN + 1..=bytes.len() {
+            let mut b = bytes[..cut].to_vec();
+            b.resize(bytes.len() + 4096, 0);
+            let s = scanned(&b);
+            assert_eq!(s.records.len(), (cut - SEGMENT_HEADER_LEN) / one, "cut {cut}");
+            assert!(matches!(s.tail, TailState::Torn { .. }), "cut {cut}");
+            fuzz_check(&b);
+        }
+    }
+
+    /// A record whose end mark was written but whose payload has a hole of
+    /// zeros (pages persisted out of order) is not provably torn: corruption.
+    #[test]
+    fn zeroed_payload_with_end_mark_written_is_corruption() {
+        let mut bytes = segment(2);
+        let second = SEGMENT_HEADER_LEN + RECORD_HEADER_LEN + 12;
+        bytes[second + RECORD_HEADER_LEN..second + RECORD_HEADER_LEN + 11].fill(0);
+        bytes.resize(bytes.len() + 4096, 0);
+        let e = scan_segment(&bytes, 1 << 20).expect_err("corruption");
+        assert_eq!(e.offset, second as u64);
+    }
+
     #[test]
     fn zero_tail_is_torn() {
         let mut bytes = segment(2);
@@ -352,8 +409,12 @@ mod tests {
 
     #[test]
     fn every_bit_flip_is_detected() {
-        let bytes = segment(3);
-        for byte in 0..bytes.len() {
+        // With preallocated zeros after the records too: a flipped bit in the
+        // last record is never taken for a write that did not finish.
+        let mut bytes = segment(3);
+        let records_end = bytes.len();
+        bytes.resize(records_end + 64, 0);
+        for byte in 0..records_end {
             for bit in 0..8 {
                 let mut b = bytes.clone();
                 b[byte] ^= 1 << bit;
@@ -366,7 +427,7 @@ mod tests {
     #[test]
     fn bad_record_followed_by_good_is_corruption_at_its_offset() {
         let mut bytes = segment(3);
-        let second = SEGMENT_HEADER_LEN + RECORD_HEADER_LEN + 11;
+        let second = SEGMENT_HEADER_LEN + RECORD_HEADER_LEN + 12;
         bytes[second + RECORD_HEADER_LEN + 2] ^= 0x40;
         let e = scan_segment(&bytes, 1 << 20).expect_err("corruption");
         assert_eq!(e.offset, second as u64);

@@ -178,10 +178,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub(crate) trait IoContext<T> {
     /// Wraps an I/O error as [`Error::Io`] naming `path`.
     fn at(self, path: &std::path::Path) -> Result<T>;
+    /// As `at`, with the path built only on error (hot paths).
+    fn at_path(self, path: impl FnOnce() -> std::path::PathBuf) -> Result<T>;
 }
 
 impl<T> IoContext<T> for io::Result<T> {
     fn at(self, path: &std::path::Path) -> Result<T> {
         self.map_err(|source| Error::Io { path: path.to_path_buf(), source })
+    }
+
+    fn at_path(self, path: impl FnOnce() -> std::path::PathBuf) -> Result<T> {
+        self.map_err(|source| Error::Io { path: path(), source })
     }
 }

@@ -13,6 +13,12 @@
 //! - appends are encoded into `buf` and reach the file in one positioned
 //!   write per `sync` (or when `buf` passes its bound); `sync` issues one
 //!   `fdatasync` on the tail, the only file with unsynced bytes;
+//! - the tail file is preallocated: zeros are written (and synced) past the
+//!   records, `preallocate_bytes` at a time, before any record lands there,
+//!   so a sync of records rewrites allocated blocks and commits no new file
+//!   size. Past `written` the tail file holds only zeros, up to `file_len`;
+//!   closed segments are trimmed to their records when the tail rolls, and
+//!   recovery trims the tail's zeros (and any torn write) the same way;
 //! - a truncation of bytes already in a file is made durable at once
 //!   (`ftruncate` + `fdatasync`, later segments deleted newest first), so
 //!   new records never land on top of stale ones a crash could resurrect.
@@ -74,6 +80,7 @@ pub(crate) struct LogBounds {
     pub segment_bytes_max: u64,
     pub record_bytes_max: u32,
     pub write_buffer_bytes_max: usize,
+    pub preallocate_bytes: u64,
 }
 
 /// The log of one data directory.
@@ -89,6 +96,8 @@ pub(crate) struct Log {
     tail_file: Option<File>,
     /// Bytes of the tail actually written to its file.
     written: u64,
+    /// Length of the tail file: zeros from `written` to here.
+    file_len: u64,
     /// Whether the tail file has written bytes not yet synced.
     unsynced: bool,
     /// Encoded records of the tail not yet written (they start at `written`).
@@ -121,6 +130,7 @@ impl Log {
             segments: Vec::new(),
             tail_file: None,
             written: 0,
+            file_len: 0,
             unsynced: false,
             buf: Vec::new(),
         };
@@ -196,6 +206,7 @@ impl Log {
             let path = dir.join(segment_name(tail.first));
             let file = OpenOptions::new().read(true).write(true).open(&path).at(&path)?;
             log.written = tail.len;
+            log.file_len = tail.len;
             log.tail_file = Some(file);
         }
         Ok((log, entries))
@@ -265,9 +276,8 @@ impl Log {
     pub fn sync(&mut self) -> Result<()> {
         self.flush_buf()?;
         if self.unsynced {
-            let path = self.tail_path();
             if let Some(f) = &self.tail_file {
-                f.sync_data().at(&path)?;
+                f.sync_data().at_path(|| self.tail_path())?;
             }
             self.unsynced = false;
         }
@@ -329,7 +339,10 @@ impl Log {
             while index < seg_hi {
                 let corrupt =
                     |offset, reason| Error::Corrupt { path: path.clone(), offset, reason };
-                match decode_record(&bytes, pos, seg.salt, self.bounds.record_bytes_max) {
+                // The range ends with a record's (non-zero) end mark.
+                let written = bytes.len();
+                let max = self.bounds.record_bytes_max;
+                match decode_record(&bytes, written, pos, seg.salt, max) {
                     Ok(Decoded::Record(r, next)) if r.index == index => {
                         // Its own buffer, as at recovery (see `open`).
                         let data = Bytes::copy_from_slice(&bytes[r.data]);
@@ -366,6 +379,7 @@ impl Log {
             let file = OpenOptions::new().read(true).write(true).open(&path).at(&path)?;
             self.tail_file = Some(file);
             self.written = self.segments[k].len;
+            self.file_len = self.segments[k].len;
             self.unsynced = false;
         }
         let tail = &mut self.segments[k];
@@ -385,13 +399,23 @@ impl Log {
             f.sync_data().at(&path)?;
         }
         self.written = slot.offset;
+        self.file_len = slot.offset;
         self.unsynced = false;
         Ok(())
     }
 
-    /// Closes the tail (written and synced) and starts a segment at `first`.
+    /// Closes the tail (written, trimmed to its records and synced) and
+    /// starts a segment at `first`.
     fn roll(&mut self, first: LogIndex) -> Result<()> {
         self.sync()?;
+        if self.file_len > self.written {
+            let path = self.tail_path();
+            if let Some(f) = &self.tail_file {
+                f.set_len(self.written).at(&path)?;
+                f.sync_data().at(&path)?;
+            }
+            self.file_len = self.written;
+        }
         let path = self.dir.join(segment_name(first));
         let salt = random_u64() as u32;
         let file =
@@ -403,6 +427,7 @@ impl Log {
         self.segments.push(Segment { first, salt, slots: Vec::new(), len });
         self.tail_file = Some(file);
         self.written = len;
+        self.file_len = len;
         self.unsynced = false;
         Ok(())
     }
@@ -411,6 +436,7 @@ impl Log {
     fn discard_all(&mut self) -> Result<()> {
         self.buf.clear();
         self.tail_file = None;
+        self.file_len = 0;
         self.unsynced = false;
         for seg in self.segments.iter().rev() {
             let path = self.dir.join(segment_name(seg.first));
@@ -423,19 +449,59 @@ impl Log {
         Ok(())
     }
 
-    /// Writes the buffered records to the tail file in one positioned write.
+    /// Writes the buffered records to the tail file in one positioned write,
+    /// preallocating first if they would not fit in the zeros.
     fn flush_buf(&mut self) -> Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let path = self.tail_path();
+        let end = self.written + self.buf.len() as u64;
+        if end > self.file_len {
+            self.extend_tail(end)?;
+        }
         let Some(f) = &self.tail_file else {
             unreachable!("records are only buffered for an open tail");
         };
-        f.write_all_at(&self.buf, self.written).at(&path)?;
-        self.written += self.buf.len() as u64;
+        f.write_all_at(&self.buf, self.written).at_path(|| self.tail_path())?;
+        self.written = end;
         self.buf.clear();
         self.unsynced = true;
+        Ok(())
+    }
+
+    /// Preallocates ahead of need: if less than half of `preallocate_bytes`
+    /// of zeros is left past the buffered records, writes (and syncs) more.
+    /// Meant for idle moments, so that a sync of records rarely has to.
+    pub fn preallocate(&mut self) -> Result<()> {
+        let step = self.bounds.preallocate_bytes;
+        let used = self.written + self.buf.len() as u64;
+        if step == 0 || self.tail_file.is_none() || self.file_len >= used + step / 2 {
+            return Ok(());
+        }
+        self.extend_tail(used)
+    }
+
+    /// Makes the tail file at least `need` bytes long: zeros from its end to
+    /// `need` plus `preallocate_bytes`, written and synced before any record
+    /// is written there (so a crash cannot leave unwritten blocks, whose
+    /// content the file system need not define, under a record). With
+    /// preallocation off, does nothing: the record write extends the file.
+    fn extend_tail(&mut self, need: u64) -> Result<()> {
+        let step = self.bounds.preallocate_bytes;
+        let Some(f) = &self.tail_file else { return Ok(()) };
+        if step == 0 {
+            return Ok(());
+        }
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        let target = need.max(self.file_len) + step;
+        let mut at = self.file_len;
+        while at < target {
+            let n = (target - at).min(ZEROS.len() as u64) as usize;
+            f.write_all_at(&ZEROS[..n], at).at_path(|| self.tail_path())?;
+            at += n as u64;
+        }
+        f.sync_data().at_path(|| self.tail_path())?;
+        self.file_len = target;
         Ok(())
     }
 
@@ -446,8 +512,9 @@ impl Log {
     }
 }
 
-/// Bytes each log record takes on disk besides its payload (the record header).
-pub const RECORD_OVERHEAD_BYTES: usize = RECORD_HEADER_LEN;
+/// Bytes each log record takes on disk besides its payload (the record
+/// header and the end mark).
+pub const RECORD_OVERHEAD_BYTES: usize = RECORD_HEADER_LEN + 1;
 
 /// File name of the segment whose first index is `first`.
 pub(crate) fn segment_name(first: LogIndex) -> String {

@@ -32,6 +32,11 @@ pub struct Options {
     /// Largest encoded `SnapshotMeta` accepted in a snapshot file header.
     /// Default 1 MiB.
     pub snapshot_meta_bytes_max: u32,
+    /// Zeros written ahead of the records in the tail segment, so that a
+    /// sync rewrites allocated blocks instead of growing the file (which
+    /// makes the file system commit the new size too: on ext4 about a
+    /// quarter slower). 0 turns preallocation off. Default 1 MiB.
+    pub preallocate_bytes: u64,
 }
 
 impl Options {
@@ -44,6 +49,7 @@ impl Options {
             record_bytes_max: 16 << 20,
             write_buffer_bytes_max: 4 << 20,
             snapshot_meta_bytes_max: 1 << 20,
+            preallocate_bytes: 1 << 20,
         }
     }
 

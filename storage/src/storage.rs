@@ -95,6 +95,7 @@ impl Storage {
             segment_bytes_max: options.segment_bytes_max,
             record_bytes_max: options.record_bytes_max,
             write_buffer_bytes_max: options.write_buffer_bytes_max,
+            preallocate_bytes: options.preallocate_bytes,
         };
         let (log, entries) = Log::open(&dir, bounds, snapshot.as_ref())?;
         let recovered =
@@ -159,6 +160,17 @@ impl Storage {
             }
         }
         Ok(())
+    }
+
+    /// Preallocates the tail segment ahead of need (see
+    /// `Options::preallocate_bytes`) if less than half a step of zeros is
+    /// left; otherwise does nothing. For idle moments: `sync` preallocates
+    /// by itself when it must, adding a write and a sync to that group
+    /// commit. Durable when it returns.
+    pub fn preallocate(&mut self) -> Result<()> {
+        self.check_poisoned()?;
+        let r = self.log.preallocate();
+        self.poison_on_io(r)
     }
 
     /// Drops entries up to `through`, which must be covered by the latest

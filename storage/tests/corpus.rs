@@ -7,7 +7,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{entries, segment_files, small_options};
+use common::{entries, records_of, segment_files, small_options};
 use xraft_storage::Storage;
 
 fn corpus_dir() -> PathBuf {
@@ -36,15 +36,21 @@ fn write_seed_corpus() {
     s.append(&entries(4, 4, 2, 0)).expect("append");
     s.sync().expect("sync");
     drop(s);
-    let valid = std::fs::read(&segment_files(dir.path())[0]).expect("read");
+    let file = std::fs::read(&segment_files(dir.path())[0]).expect("read");
+    let valid = records_of(&file).to_vec();
+    // Header, then records of 32 + payload + 1 bytes: 45 for the first three.
+    let record = 45;
     let out = corpus_dir();
     std::fs::create_dir_all(&out).expect("mkdir");
     let write = |name: &str, b: &[u8]| std::fs::write(out.join(name), b).expect("write seed");
     write("valid", &valid);
     write("torn_mid_record", &valid[..valid.len() - 20]);
-    write("torn_mid_header", &valid[..32 + 44 + 10]);
+    write("torn_mid_header", &valid[..32 + record + 10]);
+    let mut torn_into_zeros = valid[..valid.len() - 20].to_vec();
+    torn_into_zeros.extend_from_slice(&[0u8; 64]);
+    write("torn_into_preallocated_zeros", &torn_into_zeros);
     let mut flipped = valid.clone();
-    flipped[32 + 44 + 40] ^= 0x08;
+    flipped[32 + record + 40] ^= 0x08;
     write("corrupt_followed_by_good", &flipped);
     let mut zeros = valid.clone();
     zeros.extend_from_slice(&[0u8; 64]);

@@ -1,7 +1,8 @@
 //! Crash and corruption tests on real files: the last write cut at every
-//! byte offset (torn tails are truncated, never an error), a new segment's
-//! header cut at every offset, and bit flips at seeded random places in
-//! every kind of file (always detected, naming the file and offset).
+//! byte offset, at the end of the file or inside preallocated zeros (torn
+//! tails are truncated, never an error), a new segment's header cut at
+//! every offset, and bit flips at seeded random places in every kind of
+//! file (always detected, naming the file and offset).
 // Tests of a storage crate read and write files.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
@@ -10,7 +11,7 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::{entries, meta, segment_files, small_options};
+use common::{entries, meta, records_of, segment_files, small_options};
 use xraft::{Entry, LogIndex};
 use xraft_storage::{Error, Storage, RECORD_OVERHEAD_BYTES};
 
@@ -34,14 +35,19 @@ fn the_last_write_cut_at_every_byte_offset_recovers_the_whole_records() {
     let last = entries(11, 14, 2, 23);
     write_batches(dir.path(), std::slice::from_ref(&before));
     let seg = last_segment(dir.path());
-    let len_before = fs::metadata(&seg).expect("meta").len() as usize;
+    let len_before = records_of(&fs::read(&seg).expect("read")).len();
     write_batches(dir.path(), std::slice::from_ref(&last));
     assert_eq!(last_segment(dir.path()), seg, "the last write stays in one segment");
-    let full = fs::read(&seg).expect("read");
+    let file = fs::read(&seg).expect("read");
+    let full = records_of(&file).to_vec();
     let record = RECORD_OVERHEAD_BYTES + 23;
     assert_eq!(full.len(), len_before + 4 * record);
-    for cut in len_before..=full.len() {
-        fs::write(&seg, &full[..cut]).expect("cut");
+    // Cut where the file ends, and cut inside preallocated zeros.
+    let cuts = (len_before..=full.len()).flat_map(|cut| [(cut, cut), (cut, full.len() + 1024)]);
+    for (cut, file_len) in cuts {
+        let mut bytes = full[..cut].to_vec();
+        bytes.resize(file_len, 0);
+        fs::write(&seg, &bytes).expect("cut");
         let (mut s, r) = Storage::open(dir.path(), small_options())
             .unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
         let whole = (cut - len_before) / record;
@@ -68,7 +74,11 @@ fn a_new_segment_cut_at_every_offset_recovers_the_previous_segments() {
     let segs = segment_files(dir.path());
     assert!(segs.len() >= 2);
     let seg = segs.last().expect("seg").clone();
-    let full = fs::read(&seg).expect("read");
+    let full = records_of(&fs::read(&seg).expect("read")).to_vec();
+    for closed in &segs[..segs.len() - 1] {
+        let bytes = fs::read(closed).expect("read");
+        assert_eq!(records_of(&bytes).len(), bytes.len(), "a closed segment has no zeros left");
+    }
     let header_and_one = 32 + RECORD_OVERHEAD_BYTES + 100;
     let kept: usize = before.len() - (full.len() - 32) / (RECORD_OVERHEAD_BYTES + 100);
     for cut in 0..=header_and_one {

@@ -280,3 +280,47 @@ fn invalid_options_are_refused_before_touching_disk() {
     assert!(matches!(Storage::open(dir.path().join("x"), o), Err(Error::InvalidOptions(_))));
     assert!(!dir.path().join("x").exists());
 }
+
+/// The tail segment is preallocated ahead of the records (so most syncs
+/// commit no new file size), grown again by `preallocate` when less than
+/// half a step is left, trimmed when the segment closes and when the
+/// directory is reopened; with `preallocate_bytes = 0` files are exact.
+#[test]
+fn the_tail_is_preallocated_and_trimmed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut o = small_options();
+    o.segment_bytes_max = 1 << 20;
+    o.preallocate_bytes = 4096;
+    let (mut s, _) = Storage::open(dir.path(), o.clone()).expect("open");
+    s.append(&entries(1, 10, 1, 50)).expect("append");
+    s.sync().expect("sync");
+    let seg = segment_files(dir.path()).pop().expect("a segment");
+    let len = |p: &std::path::Path| std::fs::metadata(p).expect("meta").len();
+    let records = 32 + 10 * (xraft_storage::RECORD_OVERHEAD_BYTES as u64 + 50);
+    assert_eq!(len(&seg), records + 4096, "one step of zeros past the records");
+    // Writes within the zeros leave the file size alone.
+    s.append(&entries(11, 40, 1, 50)).expect("append");
+    s.sync().expect("sync");
+    assert_eq!(len(&seg), records + 4096);
+    // Less than half a step left: `preallocate` grows it; otherwise not.
+    s.preallocate().expect("preallocate");
+    let used = records + 30 * (xraft_storage::RECORD_OVERHEAD_BYTES as u64 + 50);
+    assert_eq!(len(&seg), records + 2 * 4096, "another step");
+    s.preallocate().expect("preallocate");
+    assert_eq!(len(&seg), records + 2 * 4096, "enough left: nothing to do");
+    drop(s);
+    let (s, r) = Storage::open(dir.path(), o.clone()).expect("reopen");
+    assert_eq!(r.entries, entries(1, 40, 1, 50));
+    assert_eq!(len(&seg), used, "recovery trims the zeros");
+    drop(s);
+
+    let mut exact = o;
+    exact.preallocate_bytes = 0;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut s, _) = Storage::open(dir.path(), exact).expect("open");
+    s.append(&entries(1, 10, 1, 50)).expect("append");
+    s.sync().expect("sync");
+    s.preallocate().expect("preallocate");
+    let seg = segment_files(dir.path()).pop().expect("a segment");
+    assert_eq!(len(&seg), records, "no preallocation");
+}

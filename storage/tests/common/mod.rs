@@ -11,7 +11,15 @@ use xraft_storage::Options;
 pub fn small_options() -> Options {
     let mut o = Options::new(NodeId(1), 77);
     o.segment_bytes_max = 4096;
+    // Preallocation on, in steps smaller than a segment: tails end in zeros.
+    o.preallocate_bytes = 1024;
     o
+}
+
+/// `bytes` without its trailing zeros (a tail segment's preallocated space):
+/// every record ends with a non-zero end mark.
+pub fn records_of(bytes: &[u8]) -> &[u8] {
+    &bytes[..bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1)]
 }
 
 /// A deterministic entry of `size` payload bytes.
