@@ -325,6 +325,21 @@ pub(crate) fn info_text(r: &crate::node::Report) -> String {
         r.disk_writes,
         r.disk_entries,
     );
+    // Sync latency: the mean, and the histogram bucket bounds that the
+    // median and the 99th percentile fall under.
+    let h = &r.disk_sync;
+    let bound = |q| match h.quantile_bound_micros(q) {
+        None => "none".to_owned(),
+        Some(u64::MAX) => "inf".to_owned(),
+        Some(us) => us.to_string(),
+    };
+    let _ = write!(
+        t,
+        "disk_sync_avg_us:{}\r\ndisk_sync_p50_le_us:{}\r\ndisk_sync_p99_le_us:{}\r\n",
+        h.sum_micros.checked_div(h.count()).unwrap_or(0),
+        bound(0.5),
+        bound(0.99),
+    );
     t
 }
 

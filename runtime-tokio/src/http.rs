@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::debug;
 
+use crate::disk::SYNC_BUCKETS_MICROS;
 use crate::kv::{role_name, Health, KvApp};
 use crate::node::Report;
 use crate::raft::RaftHandle;
@@ -167,5 +168,28 @@ pub(crate) fn prometheus(r: &Report) -> String {
     counter("read_index_requests", "ReadIndex requests.", m.read_index_requests);
     counter("reads_served", "Linearizable reads released.", m.reads_served);
     counter("transfers_completed", "Leadership transfers handed off.", m.transfers_completed);
+    let h = &r.disk_sync;
+    let _ = write!(
+        t,
+        "# HELP xraft_disk_sync_seconds Duration of the group commits' syncs.\n\
+         # TYPE xraft_disk_sync_seconds histogram\n"
+    );
+    let mut cumulative = 0;
+    for (i, n) in h.buckets.iter().enumerate() {
+        cumulative += n;
+        let le = SYNC_BUCKETS_MICROS
+            .get(i)
+            .map_or_else(|| "+Inf".to_owned(), |us| format!("{}", *us as f64 / 1e6));
+        let _ = writeln!(
+            t,
+            "xraft_disk_sync_seconds_bucket{{node=\"{node}\",le=\"{le}\"}} {cumulative}"
+        );
+    }
+    let _ = write!(
+        t,
+        "xraft_disk_sync_seconds_sum{{node=\"{node}\"}} {}\n\
+         xraft_disk_sync_seconds_count{{node=\"{node}\"}} {cumulative}\n",
+        h.sum_micros as f64 / 1e6
+    );
     t
 }

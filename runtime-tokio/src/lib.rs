@@ -35,6 +35,7 @@ mod transport;
 
 pub use apply::Application;
 pub use config::{ConfigError, Limits, ServerConfig};
+pub use disk::{SyncHistogram, SYNC_BUCKETS_MICROS};
 pub use error::{Error, Result};
 pub use kv::{Health, KvApp, KvServer, Listeners, NodeInfo, Watcher};
 pub use node::Report;

@@ -24,7 +24,7 @@ use xraft::{
 use xraft_storage::SnapshotReader;
 
 use crate::apply::{Application, ApplyJob, Callers, LocalFn, ReadFn, Reply};
-use crate::disk::{DiskJob, DiskStats};
+use crate::disk::{DiskJob, DiskStats, SyncHistogram};
 use crate::error::{Error, Result};
 use crate::transport::{Inbound, Peers};
 
@@ -71,6 +71,8 @@ pub struct Report {
     pub disk_writes: u64,
     /// Log entries made durable.
     pub disk_entries: u64,
+    /// Durations of the group commits' syncs.
+    pub disk_sync: SyncHistogram,
     /// Time since the node started.
     pub uptime: Duration,
 }
@@ -271,6 +273,7 @@ impl<A: Application> Loop<A> {
                     disk_syncs: self.disk_stats.syncs.load(Relaxed),
                     disk_writes: self.disk_stats.writes.load(Relaxed),
                     disk_entries: self.disk_stats.entries.load(Relaxed),
+                    disk_sync: self.disk_stats.sync_histogram(),
                     uptime: self.started.elapsed(),
                 });
             }

@@ -163,6 +163,17 @@ async fn http_metrics_and_health() {
     assert!(metrics.contains("# TYPE xraft_term gauge"), "{metrics}");
     assert!(metrics.contains("xraft_is_leader{node=\"1\"} 1"), "{metrics}");
     assert!(metrics.contains("xraft_proposals_total{node=\"1\"}"), "{metrics}");
+    // The sync-latency histogram: cumulative buckets ending at +Inf with the
+    // count, and at least one sync (the SET was made durable).
+    assert!(metrics.contains("# TYPE xraft_disk_sync_seconds histogram"), "{metrics}");
+    let count_line = metrics
+        .lines()
+        .find(|l| l.starts_with("xraft_disk_sync_seconds_count"))
+        .expect("a sync count");
+    let count: u64 = count_line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(count >= 1, "{count_line}");
+    let inf = format!("xraft_disk_sync_seconds_bucket{{node=\"1\",le=\"+Inf\"}} {count}");
+    assert!(metrics.contains(&inf), "{metrics}");
     let health = get("/health").await;
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     assert!(
@@ -200,7 +211,10 @@ async fn redis_cli_works_against_any_node() {
             assert_eq!(redis_cli(p, &["PING"]), "PONG");
         }
         assert_eq!(redis_cli(&writer[0], &["DEL", "k0", "k1"]), "2");
-        assert!(redis_cli(&writer[1], &["INFO"]).contains("role:"));
+        let info = redis_cli(&writer[1], &["INFO"]);
+        assert!(info.contains("role:"), "{info}");
+        assert!(info.contains("disk_sync_avg_us:"), "{info}");
+        assert!(info.contains("disk_sync_p99_le_us:"), "{info}");
         assert!(redis_cli(&writer[2], &["RAFT.NODES"]).contains("voter"));
     })
     .await
