@@ -464,6 +464,8 @@ impl Log {
         };
         f.write_all_at(&self.buf, self.written).at_path(|| self.tail_path())?;
         self.written = end;
+        // Past the zeros if preallocation was skipped: the write grew the file.
+        self.file_len = self.file_len.max(end);
         self.buf.clear();
         self.unsynced = true;
         Ok(())
@@ -478,31 +480,39 @@ impl Log {
         if step == 0 || self.tail_file.is_none() || self.file_len >= used + step / 2 {
             return Ok(());
         }
-        self.extend_tail(used)
+        self.extend_tail(used)?;
+        Ok(())
     }
 
-    /// Makes the tail file at least `need` bytes long: zeros from its end to
-    /// `need` plus `preallocate_bytes`, written and synced before any record
-    /// is written there (so a crash cannot leave unwritten blocks, whose
-    /// content the file system need not define, under a record). With
-    /// preallocation off, does nothing: the record write extends the file.
-    fn extend_tail(&mut self, need: u64) -> Result<()> {
+    /// Preallocates the tail past `need` bytes: zeros from its end to
+    /// `need` plus `preallocate_bytes` (never past the segment's size, which
+    /// a tail about to close could not use), written and synced before any
+    /// record is written there, so a crash cannot leave unwritten blocks
+    /// (whose content the file system need not define) under a record.
+    /// Returns whether it did. It does not with preallocation off, near the
+    /// segment's end, or when writing the zeros fails (a full disk):
+    /// nothing synced is at risk then, and the record write grows the file
+    /// itself. A failed sync is an error (it covers earlier writes too).
+    fn extend_tail(&mut self, need: u64) -> Result<bool> {
         let step = self.bounds.preallocate_bytes;
-        let Some(f) = &self.tail_file else { return Ok(()) };
-        if step == 0 {
-            return Ok(());
+        let Some(f) = &self.tail_file else { return Ok(false) };
+        let from = need.max(self.file_len);
+        let target = from.saturating_add(step).min(need.max(self.bounds.segment_bytes_max));
+        if step == 0 || target <= from {
+            return Ok(false);
         }
         static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
-        let target = need.max(self.file_len) + step;
         let mut at = self.file_len;
         while at < target {
             let n = (target - at).min(ZEROS.len() as u64) as usize;
-            f.write_all_at(&ZEROS[..n], at).at_path(|| self.tail_path())?;
+            if f.write_all_at(&ZEROS[..n], at).is_err() {
+                return Ok(false);
+            }
             at += n as u64;
         }
         f.sync_data().at_path(|| self.tail_path())?;
         self.file_len = target;
-        Ok(())
+        Ok(true)
     }
 
     fn tail_path(&self) -> PathBuf {

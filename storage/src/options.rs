@@ -35,7 +35,8 @@ pub struct Options {
     /// Zeros written ahead of the records in the tail segment, so that a
     /// sync rewrites allocated blocks instead of growing the file (which
     /// makes the file system commit the new size too: on ext4 about a
-    /// quarter slower). 0 turns preallocation off. Default 1 MiB.
+    /// quarter slower). 0 turns preallocation off; at most 1 GiB. Default
+    /// 1 MiB.
     pub preallocate_bytes: u64,
 }
 
@@ -67,6 +68,9 @@ impl Options {
         if self.snapshot_meta_bytes_max < 64 {
             return Err(Error::InvalidOptions("snapshot_meta_bytes_max must be at least 64"));
         }
+        if self.preallocate_bytes > (1 << 30) {
+            return Err(Error::InvalidOptions("preallocate_bytes must be at most 1 GiB"));
+        }
         Ok(())
     }
 }
@@ -78,6 +82,15 @@ mod tests {
     #[test]
     fn defaults_validate() {
         assert!(Options::new(NodeId(1), 7).validate().is_ok());
+    }
+
+    #[test]
+    fn huge_preallocation_is_refused() {
+        let mut o = Options::new(NodeId(1), 7);
+        o.preallocate_bytes = u64::MAX;
+        assert!(o.validate().is_err());
+        o.preallocate_bytes = 1 << 30;
+        assert!(o.validate().is_ok());
     }
 
     #[test]

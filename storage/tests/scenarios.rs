@@ -324,3 +324,28 @@ fn the_tail_is_preallocated_and_trimmed() {
     let seg = segment_files(dir.path()).pop().expect("a segment");
     assert_eq!(len(&seg), records, "no preallocation");
 }
+
+/// Preallocation never runs far past the segment size: a small segment
+/// with a large step gets no more zeros than it can use.
+#[test]
+fn preallocation_stops_at_the_segment_size() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut o = small_options();
+    o.segment_bytes_max = 4096;
+    o.preallocate_bytes = 1 << 20;
+    let (mut s, _) = Storage::open(dir.path(), o.clone()).expect("open");
+    for i in 0..20u64 {
+        s.append(&entries(i * 10 + 1, i * 10 + 10, 1, 90)).expect("append");
+        s.sync().expect("sync");
+        s.preallocate().expect("preallocate");
+    }
+    let segs = segment_files(dir.path());
+    assert!(segs.len() > 3, "several segments");
+    for seg in &segs {
+        let len = std::fs::metadata(seg).expect("meta").len();
+        assert!(len <= 4096 + 1024, "{} is {len} bytes", seg.display());
+    }
+    drop(s);
+    let (_, r) = Storage::open(dir.path(), o).expect("reopen");
+    assert_eq!(r.entries, entries(1, 200, 1, 90));
+}
