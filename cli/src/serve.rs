@@ -1,4 +1,5 @@
-//! `xraft serve`: one node until Ctrl-C.
+//! `xraft serve`: one node until Ctrl-C, or until the node stops by itself
+//! after a fatal error (then the process exits non-zero).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -57,7 +58,7 @@ fn parse_members(list: &[String]) -> Result<Vec<(u64, String)>> {
         .collect()
 }
 
-/// Runs the node until Ctrl-C.
+/// Runs the node until Ctrl-C or until it stops by itself.
 pub async fn run(a: Args) -> Result<()> {
     let mut c = ServerConfig::new(a.id, a.peer.clone(), a.data.clone());
     c.cluster_id = a.cluster_id;
@@ -81,10 +82,23 @@ pub async fn run(a: Args) -> Result<()> {
         let me = a.advertise.clone().unwrap_or_else(|| server.peer_addr().to_string());
         join(seed, a.id, &me).await?;
     }
-    tokio::signal::ctrl_c().await?;
-    info!("shutting down");
-    server.shutdown().await;
-    Ok(())
+    // Ctrl-C, or the node stopping by itself (a storage failure): exit,
+    // non-zero in the second case, so a supervisor sees it and can act.
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => {
+            r?;
+            info!("shutting down");
+            server.shutdown().await;
+            Ok(())
+        }
+        failure = server.stopped() => {
+            server.shutdown().await;
+            match failure {
+                Some(e) => bail!("the node stopped: {e}"),
+                None => Ok(()),
+            }
+        }
+    }
 }
 
 async fn join(seed: &str, id: u64, addr: &str) -> Result<()> {

@@ -161,10 +161,24 @@ async fn run_group(handle: &RaftHandle<KvApp>, group: &mut Vec<KvCommand>, out: 
                 Err(e) => repeat(&error_reply(&e), n, out),
             }
         } else {
-            let commands: Commands = part.into_iter().map(|c| KvRequest::new(c).encode()).collect();
-            match handle.propose_batch(commands, true).await {
-                Ok(responses) => responses.into_iter().for_each(|r| Reply::from(r).encode(out)),
-                Err(e) => repeat(&error_reply(&e), n, out),
+            // One proposal per run of commands that fits the core's byte
+            // bound: a larger proposal would be refused whole.
+            let max = handle.proposal_bytes_max();
+            let mut commands = part.into_iter().map(|c| KvRequest::new(c).encode()).peekable();
+            while commands.peek().is_some() {
+                let (mut chunk, mut bytes) = (Commands::new(), 0);
+                while let Some(c) = commands.next_if(|c| {
+                    let b = c.len() + xraft::ENTRY_OVERHEAD_BYTES;
+                    chunk.is_empty() || bytes + b <= max
+                }) {
+                    bytes += c.len() + xraft::ENTRY_OVERHEAD_BYTES;
+                    chunk.push(c);
+                }
+                let k = chunk.len();
+                match handle.propose_batch(chunk, true).await {
+                    Ok(responses) => responses.into_iter().for_each(|r| Reply::from(r).encode(out)),
+                    Err(e) => repeat(&error_reply(&e), k, out),
+                }
             }
         }
     }

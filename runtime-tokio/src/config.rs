@@ -58,6 +58,12 @@ pub struct ServerConfig {
     pub snapshot_rpc_timeout_ms: u64,
     /// How long a request waits for its outcome (default 3 s).
     pub propose_timeout_ms: u64,
+    /// Log segment size: a segment that reached it is closed (default
+    /// 64 MiB, at least 4 KiB).
+    pub segment_bytes_max: u64,
+    /// Zeros kept written ahead of the log's records, so that a sync does
+    /// not grow the file (default 1 MiB; 0 turns preallocation off).
+    pub preallocate_bytes: u64,
     /// Runtime bounds.
     pub limits: Limits,
     /// KV state machine settings (used by `KvServer`).
@@ -135,6 +141,8 @@ impl ServerConfig {
             rpc_timeout_ms: 500,
             snapshot_rpc_timeout_ms: 30_000,
             propose_timeout_ms: 3_000,
+            segment_bytes_max: 64 << 20,
+            preallocate_bytes: 1 << 20,
             limits: Limits::default(),
             kv: KvConfig::default(),
         }
@@ -144,6 +152,7 @@ impl ServerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let check = |ok: bool, what: &str| if ok { Ok(()) } else { Err(ConfigError(what.into())) };
         check(self.node_id != 0, "node_id must be non-zero")?;
+        self.storage_options().validate().map_err(|e| ConfigError(e.to_string()))?;
         check(self.tick_ms >= 1, "tick_ms must be >= 1")?;
         for (ms, what) in [
             (self.election_timeout_min_ms, "election_timeout_min_ms"),
@@ -204,7 +213,10 @@ impl ServerConfig {
 
     /// The storage options for this node.
     pub fn storage_options(&self) -> xraft_storage::Options {
-        xraft_storage::Options::new(NodeId(self.node_id), self.cluster_id)
+        let mut o = xraft_storage::Options::new(NodeId(self.node_id), self.cluster_id);
+        o.segment_bytes_max = self.segment_bytes_max;
+        o.preallocate_bytes = self.preallocate_bytes;
+        o
     }
 }
 

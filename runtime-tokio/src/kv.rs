@@ -389,6 +389,13 @@ impl KvServer {
         self.raft.is_stopped()
     }
 
+    /// Resolves once the node is stopping: asked to by `shutdown`, or
+    /// stopped by itself after a fatal error (returned). Its ports close
+    /// then; a process serving this node should exit.
+    pub fn stopped(&self) -> impl std::future::Future<Output = Option<String>> + Send + 'static {
+        self.raft.stopped()
+    }
+
     async fn command(&self, cmd: KvCommand) -> Result<KvResponse> {
         let resp = self.handle().propose_with_forward(KvRequest::new(cmd).encode()).await?;
         if let KvResponse::Error(e) = &resp {

@@ -116,6 +116,7 @@ impl<A: Application> NodeTask<A> {
             writes: Vec::new(),
             locals: Vec::new(),
             batch: xraft::Commands::new(),
+            batch_bytes: 0,
             batch_callers: Vec::new(),
             peers: self.peers,
             disk: self.disk,
@@ -192,6 +193,9 @@ struct Loop<A: Application> {
     locals: Vec<LocalFn<A>>,
     /// Commands of this wake-up's proposals, stepped as one `Propose`.
     batch: xraft::Commands,
+    /// Bytes of `batch` as the core counts them (payload plus
+    /// `ENTRY_OVERHEAD_BYTES` each).
+    batch_bytes: usize,
     batch_callers: Callers<A::Response>,
     peers: Peers,
     disk: mpsc::Sender<DiskJob>,
@@ -220,6 +224,7 @@ impl<A: Application> Loop<A> {
         let request = self.request_id();
         let commands = std::mem::take(&mut self.batch);
         let callers = std::mem::take(&mut self.batch_callers);
+        self.batch_bytes = 0;
         self.pending.insert(request, Pending::Propose(callers));
         self.step(Input::Propose { request, commands });
     }
@@ -240,13 +245,21 @@ impl<A: Application> Loop<A> {
                     return;
                 }
                 // Proposals of one wake-up share one `Propose`: one log
-                // append, one message per follower, one write.
-                let max = self.node.config().propose_entries_max;
-                if self.batch.len() + commands.len() > max {
+                // append, one message per follower, one write. A batch is
+                // closed before it would pass the core's bounds, which
+                // would refuse every caller in it (a request alone over
+                // them is refused on its own).
+                let bytes: usize =
+                    commands.iter().map(|c| c.len() + xraft::ENTRY_OVERHEAD_BYTES).sum();
+                let cfg = self.node.config();
+                if self.batch.len() + commands.len() > cfg.propose_entries_max
+                    || self.batch_bytes + bytes > cfg.append_bytes_max
+                {
                     self.propose_batch();
                 }
                 self.batch_callers.push((reply, commands.len()));
                 self.batch.extend(commands);
+                self.batch_bytes += bytes;
             }
             Request::Read { f } => {
                 let request = self.request_id();

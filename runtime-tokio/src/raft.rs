@@ -36,7 +36,11 @@ use crate::transport::{self, Peers, TransportConfig};
 pub struct RaftNode<A: Application> {
     handle: RaftHandle<A>,
     peer_addr: std::net::SocketAddr,
-    shutdown: watch::Sender<bool>,
+    /// Turns `true` on `shutdown` and when the node task ends by itself (a
+    /// fatal error): every listener and task of the node then stops.
+    shutdown: Arc<watch::Sender<bool>>,
+    /// Why the node task stopped, if it failed.
+    failure: Arc<std::sync::OnceLock<String>>,
     node_task: Option<JoinHandle<Result<(), String>>>,
     disk_thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -50,6 +54,9 @@ struct Inner<A: Application> {
     id: NodeId,
     requests: mpsc::Sender<Request<A>>,
     timeout: Duration,
+    /// Bytes one proposal may carry (the core's `append_bytes_max`), with
+    /// `xraft::ENTRY_OVERHEAD_BYTES` per command.
+    proposal_bytes_max: usize,
 }
 
 impl<A: Application> Clone for RaftHandle<A> {
@@ -90,6 +97,8 @@ impl<A: Application> RaftNode<A> {
 
         let limits = &config.limits;
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let shutdown = Arc::new(shutdown);
+        let failure = Arc::new(std::sync::OnceLock::new());
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (disk_tx, disk_rx) = mpsc::channel(limits.disk_queue_max);
         let (persisted_tx, persisted_rx) = watch::channel(PersistId(0));
@@ -153,11 +162,16 @@ impl<A: Application> RaftNode<A> {
             snap_reader: Default::default(),
             disk_stats,
         };
+        let (stop, failed) = (Arc::clone(&shutdown), Arc::clone(&failure));
         let node_task = tokio::spawn(async move {
             let r = task.run(events_rx).await;
             if let Err(e) = &r {
                 error!(node = id.0, error = %e, "node stopped");
+                let _ = failed.set(e.clone());
             }
+            // A node that stopped by itself stops serving: its listeners
+            // close, so peers and clients see it down rather than a zombie.
+            stop.send_replace(true);
             r
         });
         let handle = RaftHandle {
@@ -165,12 +179,14 @@ impl<A: Application> RaftNode<A> {
                 id,
                 requests: req_tx,
                 timeout: Duration::from_millis(config.propose_timeout_ms),
+                proposal_bytes_max: config.core_config().append_bytes_max,
             }),
         };
         Ok(RaftNode {
             handle,
             peer_addr,
             shutdown,
+            failure,
             node_task: Some(node_task),
             disk_thread: Some(disk_thread),
         })
@@ -206,6 +222,18 @@ impl<A: Application> RaftNode<A> {
     /// Whether the node task has stopped (shutdown or a fatal error).
     pub fn is_stopped(&self) -> bool {
         self.node_task.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Resolves once the node is stopping: asked to by `shutdown`, or
+    /// stopped by itself after a fatal error (storage failure), which it
+    /// returns. A process serving one node should exit when this resolves.
+    pub fn stopped(&self) -> impl Future<Output = Option<String>> + Send + 'static {
+        let mut rx = self.shutdown.subscribe();
+        let failure = Arc::clone(&self.failure);
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+            failure.get().cloned()
+        }
     }
 }
 
@@ -247,6 +275,13 @@ impl<A: Application> RaftHandle<A> {
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.inner.id
+    }
+
+    /// The most bytes one proposal may carry, counting
+    /// `xraft::ENTRY_OVERHEAD_BYTES` per command (the core's
+    /// `append_bytes_max`); a larger one is refused as `TooLarge`.
+    pub fn proposal_bytes_max(&self) -> usize {
+        self.inner.proposal_bytes_max
     }
 
     /// Proposes one command on this node, which must lead (`NotLeader`

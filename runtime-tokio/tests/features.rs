@@ -178,3 +178,105 @@ async fn joining_node_without_members_waits_then_serves() {
     n2.shutdown().await;
     n1.shutdown().await;
 }
+
+/// Many concurrent writes whose sum passes the core's per-proposal byte
+/// bound (`append_bytes_max`, 1 MiB) all succeed: the node task closes a
+/// batch before it would pass the bound, and the client port splits a
+/// pipelined group the same way. Before, 300 concurrent 16 KiB SETs met
+/// in one wake-up (as many as the queue's cooperative budget lets one poll
+/// send, about 128: 2 MiB) and every one of them failed `TooLarge`. One
+/// thread, so that the requests are queued before the node task runs.
+#[tokio::test(flavor = "current_thread")]
+async fn concurrent_writes_larger_than_one_proposal_all_succeed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let c = Cluster::start(3).await;
+    let leader = c.leader().await;
+    let value = Bytes::from(vec![b'v'; 16 << 10]);
+    let l = c.node(leader);
+    let writes = (0..300u32).map(|i| l.set(format!("big{i}"), value.clone()));
+    for r in futures_join_all(writes).await {
+        r.unwrap();
+    }
+    // 300 such SETs pipelined on the client port of a follower.
+    let follower = if leader == 1 { 2 } else { 1 };
+    let mut s =
+        tokio::net::TcpStream::connect(&c.slots[(follower - 1) as usize].client).await.unwrap();
+    let mut req = Vec::new();
+    for i in 0..300u32 {
+        let key = format!("pipe{i}");
+        req.extend_from_slice(
+            format!("*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n", key.len(), value.len())
+                .as_bytes(),
+        );
+        req.extend_from_slice(&value);
+        req.extend_from_slice(b"\r\n");
+    }
+    s.write_all(&req).await.unwrap();
+    let want = b"+OK\r\n".repeat(300);
+    let mut got = vec![0u8; want.len()];
+    tokio::time::timeout(DEADLINE, s.read_exact(&mut got)).await.unwrap().unwrap();
+    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&want));
+    assert_eq!(l.get_linear("pipe299").await.unwrap(), Some(value.clone()));
+    assert_eq!(l.get_linear("big299").await.unwrap(), Some(value));
+    c.shutdown().await;
+}
+
+/// Runs futures concurrently on the current task and collects their outputs.
+async fn futures_join_all<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut set = Vec::new();
+    for f in fs {
+        set.push(Box::pin(f));
+    }
+    let mut out: Vec<Option<F::Output>> = (0..set.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in set.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().map(|v| v.expect("every future finished")).collect()
+}
+
+/// A node whose storage fails stops by itself: `stopped()` returns the
+/// failure and its ports close, so peers and clients see it down (and
+/// `xraft serve` exits non-zero) instead of a process that answers every
+/// request with an error forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_storage_fails_stops_and_closes_its_ports() {
+    let c = Cluster::start_with(1, |cfg| {
+        cfg.segment_bytes_max = 4096;
+        cfg.preallocate_bytes = 0;
+    })
+    .await;
+    c.leader().await;
+    let n = c.node(1);
+    // The data directory disappears: the next segment cannot be created.
+    std::fs::remove_dir_all(&c.slots[0].dir).unwrap();
+    let mut failed = false;
+    for i in 0..1000u32 {
+        if n.set(format!("k{i}"), "x".repeat(200)).await.is_err() {
+            failed = true;
+            break;
+        }
+    }
+    assert!(failed, "writes kept succeeding without a data directory");
+    let why = tokio::time::timeout(DEADLINE, n.stopped()).await.expect("stopped in time");
+    let why = why.expect("a failure is reported");
+    assert!(why.contains("storage"), "{why}");
+    let client = c.slots[0].client.clone();
+    wait_for("the client port to close", || async {
+        tokio::net::TcpStream::connect(&client).await.is_err().then_some(())
+    })
+    .await;
+}
