@@ -84,6 +84,12 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Serving needs descriptors (clients, peers, segments): take what the
+    // hard limit allows, as Redis does; the client port caps its
+    // connections under what is left.
+    if let Some(limit) = xraft_tokio::raise_fd_limit() {
+        tracing::debug!(limit, "open-file limit");
+    }
     let threads = match &cli.cmd {
         Cmd::Serve(a) => a.threads,
         _ => 0,

@@ -23,6 +23,7 @@ use xraft::{Commands, NodeId, ProposeError};
 use xraft_kv::resp::{split_command, Command, RaftCommand, Reply, RespLimits};
 use xraft_kv::{KvCommand, KvRequest, KvStore};
 
+use crate::accept::{fd_budget, AcceptBackoff};
 use crate::config::Limits;
 use crate::error::Error;
 use crate::kv::{nodes_of, role_name, Health, KvApp};
@@ -35,20 +36,32 @@ pub(crate) async fn serve(
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(Semaphore::new(limits.client_connections_max));
+    let mut max = limits.client_connections_max;
+    if let Some(budget) = fd_budget().filter(|b| *b < max) {
+        warn!(
+            configured = max,
+            allowed = budget,
+            "client_connections_max lowered to fit the open-file limit"
+        );
+        max = budget;
+    }
+    let slots = Arc::new(Semaphore::new(max));
     let limits = Arc::new(limits);
+    let mut backoff = AcceptBackoff::new("client");
     loop {
         let (mut stream, remote) = tokio::select! {
             _ = shutdown.changed() => return,
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    warn!(error = %e, "client accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    if backoff.failed(&e, &mut shutdown).await {
+                        return;
+                    }
                     continue;
                 }
             },
         };
+        backoff.ok();
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
             let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
             continue;

@@ -2,18 +2,21 @@
 //! `/health`.
 //!
 //! Owns a deliberately tiny HTTP/1.1 server: one request per connection,
-//! headers bounded to 8 KiB and read within 5 s, `Connection: close`.
+//! headers bounded to 8 KiB and read within 5 s, `Connection: close`, at
+//! most `HTTP_CONNECTIONS_MAX` at once.
 //! Invariant: a bad request gets a 4xx answer or a closed connection; the
 //! node is never affected.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tracing::debug;
 
+use crate::accept::AcceptBackoff;
 use crate::disk::SYNC_BUCKETS_MICROS;
 use crate::kv::{role_name, Health, KvApp};
 use crate::node::Report;
@@ -21,29 +24,40 @@ use crate::raft::RaftHandle;
 
 const HEADER_BYTES_MAX: usize = 8 << 10;
 
+/// HTTP connections served at once; more are closed on accept.
+const HTTP_CONNECTIONS_MAX: usize = 64;
+
 /// Serves until shutdown.
 pub(crate) async fn serve(
     listener: TcpListener,
     handle: RaftHandle<KvApp>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let slots = Arc::new(Semaphore::new(HTTP_CONNECTIONS_MAX));
+    let mut backoff = AcceptBackoff::new("http");
     loop {
         let stream = tokio::select! {
             _ = shutdown.changed() => return,
             r = listener.accept() => match r {
                 Ok((s, _)) => s,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                Err(e) => {
+                    if backoff.failed(&e, &mut shutdown).await {
+                        return;
+                    }
                     continue;
                 }
             },
         };
+        backoff.ok();
+        // Over the bound the connection is closed at once (scrapers retry).
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else { continue };
         let handle = handle.clone();
         tokio::spawn(async move {
             let r = tokio::time::timeout(Duration::from_secs(5), one(stream, &handle)).await;
             if let Ok(Err(e)) = r {
                 debug!(error = %e, "http request failed");
             }
+            drop(permit);
         });
     }
 }

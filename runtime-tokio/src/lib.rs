@@ -22,6 +22,7 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 #![forbid(unsafe_code)]
 
+mod accept;
 mod apply;
 mod client;
 mod config;
@@ -33,6 +34,7 @@ mod node;
 mod raft;
 mod transport;
 
+pub use accept::raise_fd_limit;
 pub use apply::Application;
 pub use config::{ConfigError, Limits, ServerConfig};
 pub use disk::{SyncHistogram, SYNC_BUCKETS_MICROS};

@@ -27,6 +27,8 @@ use tracing::{debug, info, warn};
 use xraft::wire::{decode_frame, encode_frame};
 use xraft::{Message, NodeId};
 
+use crate::accept::AcceptBackoff;
+
 /// Handshake magic.
 pub const PEER_MAGIC: [u8; 8] = *b"XRFTPEER";
 /// Peer protocol version.
@@ -247,18 +249,21 @@ pub(crate) async fn listen(
     inbound: mpsc::Sender<Inbound>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut backoff = AcceptBackoff::new("peer");
     loop {
         let (stream, remote) = tokio::select! {
             _ = shutdown.changed() => return,
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    warn!(error = %e, "peer accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    if backoff.failed(&e, &mut shutdown).await {
+                        return;
+                    }
                     continue;
                 }
             },
         };
+        backoff.ok();
         let (cfg, inbound, mut shutdown) = (cfg.clone(), inbound.clone(), shutdown.clone());
         tokio::spawn(async move {
             tokio::select! {
