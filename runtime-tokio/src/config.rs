@@ -152,6 +152,16 @@ impl ServerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let check = |ok: bool, what: &str| if ok { Ok(()) } else { Err(ConfigError(what.into())) };
         check(self.node_id != 0, "node_id must be non-zero")?;
+        // Peers dial the advertised address (the peer address by default):
+        // a wildcard one would have them dial themselves.
+        let advertised = self.advertise_addr.as_deref().unwrap_or(&self.peer_addr);
+        if let Ok(a) = advertised.parse::<std::net::SocketAddr>() {
+            check(
+                !a.ip().is_unspecified(),
+                "the advertised peer address must not be a wildcard (0.0.0.0 or ::): \
+                 set advertise_addr to an address other nodes can dial",
+            )?;
+        }
         self.storage_options().validate().map_err(|e| ConfigError(e.to_string()))?;
         check(self.tick_ms >= 1, "tick_ms must be >= 1")?;
         for (ms, what) in [
@@ -230,6 +240,18 @@ mod tests {
         assert!(c.validate().is_ok());
         let core = c.core_config();
         assert_eq!(core, Config::new(NodeId(1)));
+    }
+
+    #[test]
+    fn a_wildcard_advertised_address_is_refused() {
+        let mut c = ServerConfig::new(1, "0.0.0.0:7001", "/tmp/x");
+        assert!(c.validate().is_err(), "defaults to advertising the wildcard");
+        c.advertise_addr = Some("10.0.0.5:7001".into());
+        assert!(c.validate().is_ok());
+        c.advertise_addr = Some("[::]:7001".into());
+        assert!(c.validate().is_err());
+        c.advertise_addr = Some("node1.example:7001".into());
+        assert!(c.validate().is_ok(), "host names are dialed as given");
     }
 
     #[test]
