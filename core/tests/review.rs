@@ -734,3 +734,62 @@ fn a_failed_snapshot_is_retried_after_a_timeout_not_at_once() {
     }
     assert_eq!(asked, 2, "asked again once the timeout passed");
 }
+
+/// A snapshot slower than the timeout is asked for again (at a later
+/// index); the answer to the first request, when it finally comes, is
+/// still used. Before, it was ignored as "not the current request", so with
+/// snapshots always slower than the timeout the log never compacted.
+#[test]
+fn a_late_snapshot_answer_is_used_after_a_re_request() {
+    let mut node = solo(1, 1, &|c| {
+        c.snapshot_threshold_entries = 5;
+        c.snapshot_min_retention_entries = 1;
+        c.snapshot_chunk_timeout_ticks = 50;
+    });
+    // Drives the node with storage durable at once, holding snapshot
+    // requests (returned) instead of answering them.
+    let drive = |node: &mut Node, input: Input, asked: &mut Vec<SnapshotMeta>| {
+        let mut queue = vec![input];
+        while let Some(input) = queue.pop() {
+            for o in node.step(input) {
+                match o {
+                    Output::Persist(w) => queue.push(Input::Persisted { through: w.id }),
+                    Output::Apply { entries } => {
+                        let index = entries.last().map_or(LogIndex::ZERO, |e| e.index);
+                        queue.push(Input::Applied { index });
+                    }
+                    Output::TakeSnapshot { meta } => asked.push(meta),
+                    _ => {}
+                }
+            }
+        }
+    };
+    let mut asked = Vec::new();
+    for _ in 0..100 {
+        drive(&mut node, Input::Tick, &mut asked);
+        if node.role() == Role::Leader {
+            break;
+        }
+    }
+    let propose = |node: &mut Node, i: u64, asked: &mut Vec<SnapshotMeta>| {
+        let commands = [Bytes::from_static(b"c")].into_iter().collect();
+        drive(node, Input::Propose { request: RequestId(i), commands }, asked);
+    };
+    for i in 1..=10 {
+        propose(&mut node, i, &mut asked);
+    }
+    assert_eq!(asked.len(), 1, "one snapshot asked for");
+    let first = asked[0].index;
+    for i in 11..=20 {
+        propose(&mut node, i, &mut asked);
+    }
+    for _ in 0..51 {
+        drive(&mut node, Input::Tick, &mut asked);
+    }
+    assert_eq!(asked.len(), 2, "asked again after the timeout");
+    assert!(asked[1].index > first);
+    // The first snapshot is finally durable: it is used.
+    drive(&mut node, Input::SnapshotTaken { index: first, ok: true }, &mut asked);
+    assert_eq!(node.status().snapshot_index, first, "the late snapshot was used");
+    assert_eq!(node.metrics().snapshots_taken, 1);
+}

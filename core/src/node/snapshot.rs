@@ -90,8 +90,19 @@ impl Node {
             }
             return;
         }
-        let Some((_, meta)) = self.snap.requested.take_if(|(_, m)| m.index == index) else {
-            return;
+        let meta = match self.snap.requested.take_if(|(_, m)| m.index == index) {
+            Some((_, meta)) => meta,
+            // The answer to an earlier request, asked again (for a later
+            // index) after its timeout because the application was slow. It
+            // is still a durable snapshot of applied state, so it is used:
+            // otherwise a snapshot slower than the timeout is never used and
+            // the log never compacts. Its meta is rebuilt exactly: applied
+            // entries are committed and never change.
+            None if index <= self.apply_sent => {
+                let Some(term) = self.log.term(index) else { return };
+                SnapshotMeta { index, term, membership: self.conf.at(index) }
+            }
+            None => return,
         };
         // A received snapshot may have replaced the log meanwhile (installed,
         // or written and not yet durable): this one is then stale.
