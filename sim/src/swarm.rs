@@ -646,6 +646,12 @@ impl SeedRun {
         for _ in 0..3 {
             let before = self.cluster.stats().core.transfers_completed;
             let Err(v) = self.liveness_once() else { return };
+            // A hand-off may be under way (TimeoutNow sent, the target
+            // campaigning, the old leader not yet deposed): it counts as
+            // completed only once the old leader steps down, so let the
+            // cluster settle before judging.
+            let t = self.cluster.now_us() + STABLE_WINDOW_US;
+            self.advance_to(t);
             let l = self.cluster.leader();
             let removed = |c: &Cluster| {
                 let leaders: Vec<usize> = (0..c.len())

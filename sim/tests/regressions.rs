@@ -180,9 +180,14 @@ fn a_learner_does_not_keep_a_dead_leaders_lease() {
 /// - 8731: a leader holding the only copy of its own removal never
 ///   campaigned (thesis §4.2.2).
 /// - 14233: a learner stayed in a dead leader's lease and ignored votes.
+/// - 17826 (a harness bug, not a core one): a transfer requested before
+///   healing sent `TimeoutNow` just after the liveness probe committed; the
+///   target was campaigning and the old leader not yet deposed, so the
+///   transfer did not count as completed yet and the churn alarm fired. The
+///   harness now lets the cluster settle before judging.
 #[test]
 fn seeds_that_found_core_bugs_pass() {
-    for seed in [1530, 4500, 1623, 2529, 1534, 3282, 5795, 8731, 14233] {
+    for seed in [1530, 4500, 1623, 2529, 1534, 3282, 5795, 8731, 14233, 17826] {
         let mut run = xraft_sim::SeedRun::new(seed, &xraft_sim::SeedOptions::default());
         assert_eq!(run.run(), Ok(()), "seed {seed}");
     }
