@@ -8,26 +8,53 @@
 //! on the table's internal order — ordered views ([`KeySpace::sorted`]) sort
 //! first, so snapshots keep one encoding per state. A write replaces key and
 //! value together, so a key never keeps an older command's buffer alive.
+//!
+//! The table is split into [`SHARDS`] shards, each behind its own `Arc`, by
+//! bits of the hash that neither the bucket index nor the control byte of a
+//! shard's table uses. Cloning the key space (what a write pays after a
+//! snapshot froze it) copies the shard pointers; a write then copies only
+//! its own shard if the snapshot still holds it. So the copy-on-write after
+//! a snapshot is spread over the following writes, at most 1/`SHARDS` of
+//! the state each, instead of one whole copy on the apply path.
 
 use std::fmt;
 use std::hash::BuildHasher;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use foldhash::fast::FixedState;
 use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
 
-/// The key space. Cloning it copies the table and bumps each key's and
-/// value's reference count (the copy-on-write cost after a snapshot).
-#[derive(Clone, Default)]
+/// Number of shards (a power of two).
+pub(crate) const SHARDS: usize = 256;
+
+type Shard = HashTable<(Bytes, Bytes)>;
+
+/// The key space. Cloning it bumps one reference count per shard.
+#[derive(Clone)]
 pub(crate) struct KeySpace {
-    table: HashTable<(Bytes, Bytes)>,
+    shards: Box<[Arc<Shard>]>,
+    len: usize,
+}
+
+impl Default for KeySpace {
+    fn default() -> Self {
+        KeySpace::with_capacity(0)
+    }
 }
 
 impl fmt::Debug for KeySpace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeySpace").field("len", &self.table.len()).finish()
+        f.debug_struct("KeySpace").field("len", &self.len).finish()
     }
+}
+
+/// The shard of a hash: bits 32.. (a shard's table takes its bucket index
+/// from the low bits and its control byte from the top seven).
+#[inline]
+fn shard_of(h: u64) -> usize {
+    (h >> 32) as usize & (SHARDS - 1)
 }
 
 /// The first 16 bytes of `key`, zero-padded, as a big-endian integer: if
@@ -45,13 +72,21 @@ fn hash(key: &[u8]) -> u64 {
 }
 
 impl KeySpace {
-    /// An empty key space with room for `n` keys.
+    /// An empty key space with room for about `n` keys.
     pub fn with_capacity(n: usize) -> Self {
-        KeySpace { table: HashTable::with_capacity(n) }
+        let per = n.div_ceil(SHARDS);
+        let shards = (0..SHARDS).map(|_| Arc::new(Shard::with_capacity(per))).collect();
+        KeySpace { shards, len: 0 }
+    }
+
+    /// The shard for `h`, copied first if a snapshot shares it.
+    fn shard_mut(&mut self, h: u64) -> &mut Shard {
+        Arc::make_mut(&mut self.shards[shard_of(h)])
     }
 
     pub fn get(&self, key: &[u8]) -> Option<&Bytes> {
-        self.table.find(hash(key), |(k, _)| k[..] == *key).map(|(_, v)| v)
+        let h = hash(key);
+        self.shards[shard_of(h)].find(h, |(k, _)| k[..] == *key).map(|(_, v)| v)
     }
 
     pub fn contains(&self, key: &[u8]) -> bool {
@@ -61,28 +96,37 @@ impl KeySpace {
     /// Sets `key` to `value`, replacing both the stored key and value.
     pub fn insert(&mut self, key: Bytes, value: Bytes) {
         let h = hash(&key);
-        match self.table.entry(h, |(k, _)| *k == key, |(k, _)| hash(k)) {
+        let shard = Arc::make_mut(&mut self.shards[shard_of(h)]);
+        match shard.entry(h, |(k, _)| *k == key, |(k, _)| hash(k)) {
             Entry::Occupied(mut e) => *e.get_mut() = (key, value),
             Entry::Vacant(e) => {
                 e.insert((key, value));
+                self.len += 1;
             }
         }
     }
 
     /// Removes `key`; its stored key and value if it existed.
     pub fn remove(&mut self, key: &[u8]) -> Option<(Bytes, Bytes)> {
-        match self.table.find_entry(hash(key), |(k, _)| k[..] == *key) {
-            Ok(e) => Some(e.remove().0),
+        let h = hash(key);
+        // Only a shard that holds the key is copied.
+        self.shards[shard_of(h)].find(h, |(k, _)| k[..] == *key)?;
+        let shard = Arc::make_mut(&mut self.shards[shard_of(h)]);
+        match shard.find_entry(h, |(k, _)| k[..] == *key) {
+            Ok(e) => {
+                self.len -= 1;
+                Some(e.remove().0)
+            }
             Err(_) => None,
         }
     }
 
     pub fn len(&self) -> usize {
-        self.table.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.len == 0
     }
 
     /// Every pair in key order: O(keys · log keys), for snapshots and tests.
@@ -90,7 +134,8 @@ impl KeySpace {
         // Most comparisons are settled by an integer compare of the keys'
         // first 16 bytes (zero-padded, big endian: a non-strict order
         // preserving prefix of the byte order); ties compare whole keys.
-        let mut v: Vec<_> = self.table.iter().map(|(k, v)| (prefix(k), k, v)).collect();
+        let mut v: Vec<_> =
+            self.shards.iter().flat_map(|s| s.iter()).map(|(k, v)| (prefix(k), k, v)).collect();
         v.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
         v.into_iter().map(|(_, k, v)| (k, v)).collect()
     }
@@ -98,9 +143,10 @@ impl KeySpace {
     /// Builds the key space from distinct pairs.
     pub fn from_distinct(pairs: Vec<(Bytes, Bytes)>) -> Self {
         let mut ks = KeySpace::with_capacity(pairs.len());
+        ks.len = pairs.len();
         for p in pairs {
             let h = hash(&p.0);
-            ks.table.insert_unique(h, p, |(k, _)| hash(k));
+            ks.shard_mut(h).insert_unique(h, p, |(k, _)| hash(k));
         }
         ks
     }
@@ -158,5 +204,31 @@ mod tests {
         assert_eq!(k.as_ptr(), newer.as_ptr());
         assert_eq!(ks.remove(b"k").map(|p| p.1), Some(Bytes::from_static(b"2")));
         assert!(ks.is_empty() && ks.remove(b"k").is_none());
+    }
+
+    /// A clone (a snapshot's frozen state) shares every shard; a write then
+    /// copies only its own shard, and neither side sees the other's writes.
+    #[test]
+    fn a_write_after_a_clone_copies_one_shard() {
+        let mut ks = KeySpace::default();
+        for i in 0..10_000u32 {
+            ks.insert(Bytes::from(format!("k{i}")), Bytes::from_static(b"v"));
+        }
+        let frozen = ks.clone();
+        let shared = |a: &KeySpace, b: &KeySpace| {
+            a.shards.iter().zip(b.shards.iter()).filter(|(x, y)| Arc::ptr_eq(x, y)).count()
+        };
+        assert_eq!(shared(&ks, &frozen), SHARDS);
+        ks.insert(Bytes::from_static(b"k1"), Bytes::from_static(b"w"));
+        assert_eq!(shared(&ks, &frozen), SHARDS - 1, "one shard copied");
+        assert!(ks.remove(b"absent").is_none());
+        assert_eq!(shared(&ks, &frozen), SHARDS - 1, "a miss copies nothing");
+        ks.remove(b"k2");
+        assert_eq!(frozen.get(b"k1").map(|v| &v[..]), Some(&b"v"[..]));
+        assert_eq!(frozen.get(b"k2").map(|v| &v[..]), Some(&b"v"[..]));
+        assert_eq!(ks.get(b"k1").map(|v| &v[..]), Some(&b"w"[..]));
+        assert!(ks.get(b"k2").is_none());
+        assert_eq!((ks.len(), frozen.len()), (9_999, 10_000));
+        assert_eq!(frozen.sorted().len(), 10_000);
     }
 }
