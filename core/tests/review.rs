@@ -793,3 +793,57 @@ fn a_late_snapshot_answer_is_used_after_a_re_request() {
     assert_eq!(node.status().snapshot_index, first, "the late snapshot was used");
     assert_eq!(node.metrics().snapshots_taken, 1);
 }
+
+/// A read confirmed by the leader waits for the local state machine to
+/// reach its index; if it never does (apply stalled, a node that stopped
+/// catching up), the read fails with `Timeout` after
+/// `propose_timeout_ticks` instead of being kept forever.
+#[test]
+fn a_confirmed_read_whose_index_is_never_applied_times_out() {
+    let mut node = solo(1, 1, &|c| c.propose_timeout_ticks = 40);
+    // Storage durable at once; applying only while `apply` is true.
+    let drive = |node: &mut Node, input: Input, apply: bool| -> Vec<Output> {
+        let (mut queue, mut seen) = (vec![input], Vec::new());
+        while let Some(input) = queue.pop() {
+            for o in node.step(input) {
+                match &o {
+                    Output::Persist(w) => queue.push(Input::Persisted { through: w.id }),
+                    Output::Apply { entries } if apply => {
+                        let index = entries.last().map_or(LogIndex::ZERO, |e| e.index);
+                        queue.push(Input::Applied { index });
+                    }
+                    _ => {}
+                }
+                seen.push(o);
+            }
+        }
+        seen
+    };
+    for _ in 0..100 {
+        drive(&mut node, Input::Tick, true);
+        if node.role() == Role::Leader {
+            break;
+        }
+    }
+    assert_eq!(node.role(), Role::Leader);
+    // An entry commits but is never applied: the read's index is ahead.
+    let commands = [Bytes::from_static(b"c")].into_iter().collect();
+    drive(&mut node, Input::Propose { request: RequestId(1), commands }, false);
+    let read = RequestId(2);
+    let out = drive(&mut node, Input::ReadIndex { request: read }, false);
+    assert!(!out.iter().any(|o| matches!(o, Output::ReadReady { .. })), "not applied yet");
+    let answered = |out: &[Output]| {
+        out.iter().any(|o| {
+            matches!(o, Output::Rejected { request, error: xraft::ProposeError::Timeout }
+                if *request == read)
+        })
+    };
+    for _ in 0..39 {
+        assert!(!answered(&drive(&mut node, Input::Tick, false)), "too early");
+    }
+    let mut timed_out = false;
+    for _ in 0..2 {
+        timed_out |= answered(&drive(&mut node, Input::Tick, false));
+    }
+    assert!(timed_out, "the read failed with Timeout once its deadline passed");
+}

@@ -27,6 +27,7 @@ impl Node {
         self.now += 1;
         self.election_elapsed = self.election_elapsed.saturating_add(1);
         self.expire_forwards();
+        self.expire_ready_reads();
         if self.role == Role::Leader {
             self.check_transfer_deadline();
             self.retry_snapshot_chunks();

@@ -716,6 +716,7 @@ impl Node {
         };
         let deadlines = [
             self.fwd.next_deadline(),
+            self.reads.next_deadline(),
             self.transfer.as_ref().map(|t| t.deadline()),
             self.next_chunk_deadline(),
         ];

@@ -6,8 +6,10 @@
 //! heartbeat exchange with a majority, for every read in it. Invariants: no
 //! round starts before the leader has committed an entry of its own term
 //! (before that its commit index may be stale); a read is released only once
-//! the local applied index reaches its read index; one round is in flight at
-//! a time, so reads arriving meanwhile batch into the next one.
+//! the local applied index reaches its read index, or fails with `Timeout`
+//! after `propose_timeout_ticks` (a node that stopped catching up does not
+//! keep them forever); one round is in flight at a time, so reads arriving
+//! meanwhile batch into the next one.
 
 use std::collections::VecDeque;
 
@@ -34,9 +36,9 @@ pub(crate) struct Reads {
     round: Option<Round>,
     /// Reads waiting for the next round.
     waiting: Vec<Requester>,
-    /// Confirmed local reads waiting for apply: (request, read index), in
-    /// nondecreasing index order.
-    ready: VecDeque<(RequestId, LogIndex)>,
+    /// Confirmed local reads waiting for apply: (request, read index,
+    /// deadline tick), in nondecreasing index order.
+    ready: VecDeque<(RequestId, LogIndex, u64)>,
 }
 
 impl Reads {
@@ -47,6 +49,11 @@ impl Reads {
 
     fn pending(&self) -> usize {
         self.waiting.len() + self.round.as_ref().map_or(0, |r| r.reads.len())
+    }
+
+    /// The earliest deadline of a confirmed read waiting for apply.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.ready.iter().map(|(_, _, d)| *d).min()
     }
 }
 
@@ -115,13 +122,31 @@ impl Node {
     /// A confirmed read index for a local request: wait for apply.
     pub(super) fn read_confirmed(&mut self, request: RequestId, index: LogIndex) {
         // Keep the queue ordered so release can stop at the first unapplied.
-        let pos = self.reads.ready.partition_point(|(_, i)| *i <= index);
-        self.reads.ready.insert(pos, (request, index));
+        let pos = self.reads.ready.partition_point(|(_, i, _)| *i <= index);
+        let deadline = self.now + u64::from(self.cfg.propose_timeout_ticks);
+        self.reads.ready.insert(pos, (request, index, deadline));
+    }
+
+    /// Tick: confirmed reads still waiting for apply past their deadline
+    /// fail with `Timeout`.
+    pub(super) fn expire_ready_reads(&mut self) {
+        let now = self.now;
+        if self.reads.ready.iter().all(|(_, _, d)| *d > now) {
+            return;
+        }
+        let out = &mut self.out;
+        self.reads.ready.retain(|&(request, _, deadline)| {
+            if deadline > now {
+                return true;
+            }
+            out.push(Output::Rejected { request, error: ProposeError::Timeout });
+            false
+        });
     }
 
     /// Releases reads whose index is applied.
     pub(super) fn release_reads(&mut self) {
-        while let Some(&(request, index)) = self.reads.ready.front() {
+        while let Some(&(request, index, _)) = self.reads.ready.front() {
             if index > self.applied {
                 break;
             }
