@@ -116,6 +116,9 @@ pub(crate) struct Applier<A: Application> {
     pub jobs: mpsc::Receiver<ApplyJob<A>>,
     pub applied_tx: watch::Sender<LogIndex>,
     pub disk: mpsc::Sender<DiskJob>,
+    /// Opens readers over the newest durable snapshot (for restores) off
+    /// the disk thread.
+    pub snapshots: xraft_storage::SnapshotSource,
     pub events: mpsc::UnboundedSender<Event>,
     pub node_id: u64,
 }
@@ -261,9 +264,10 @@ impl<A: Application> Applier<A> {
     /// Replaces the state by the durable snapshot `meta`, on a blocking
     /// thread, before any later job runs.
     async fn restore(&mut self, meta: SnapshotMeta, st: &mut State<A::Response>) -> Result<()> {
-        let (tx, rx) = oneshot::channel();
-        self.disk.send(DiskJob::Reader { reply: tx }).await.map_err(|_| Error::Stopped)?;
-        let reader = rx.await.map_err(|_| Error::Stopped)??;
+        let source = self.snapshots.clone();
+        let reader = tokio::task::spawn_blocking(move || source.reader())
+            .await
+            .map_err(|e| Error::Restore(e.to_string()))??;
         let Some(mut reader) = reader else {
             return Err(Error::Restore(format!("no durable snapshot to restore {meta:?}")));
         };

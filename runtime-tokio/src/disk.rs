@@ -7,9 +7,11 @@
 //! waits, it then grows the log's preallocated space. Invariants: a
 //! write is never reported before its `sync` returned `Ok`; after any
 //! storage error nothing more is reported and the node is told to stop
-//! (what reached the disk is unknown). Snapshot writers and readers are
-//! handed out from here because only the storage can create them; the
-//! streaming itself happens on other threads.
+//! (what reached the disk is unknown). Snapshot writers are handed out
+//! from here because only the storage can create them; the streaming itself
+//! happens on other threads. Snapshot readers are opened elsewhere, through
+//! a `SnapshotSource` (opening one checksums the whole snapshot, which
+//! would hold up group commits here).
 
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
@@ -19,7 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error};
 use xraft::{PersistId, PersistWrite, SnapshotMeta, SnapshotWrite};
-use xraft_storage::{SnapshotReader, SnapshotWriter, Storage};
+use xraft_storage::{SnapshotWriter, Storage};
 
 use crate::node::Event;
 
@@ -29,8 +31,6 @@ pub(crate) enum DiskJob {
     Persist(Vec<PersistWrite>),
     /// A writer for a local snapshot.
     Writer { meta: SnapshotMeta, reply: oneshot::Sender<xraft_storage::Result<SnapshotWriter>> },
-    /// A reader over the latest durable snapshot.
-    Reader { reply: oneshot::Sender<xraft_storage::Result<Option<SnapshotReader>>> },
 }
 
 /// Upper bounds, in microseconds, of the sync-duration histogram's buckets
@@ -179,9 +179,6 @@ impl Disk {
                 }
                 DiskJob::Writer { meta, reply } => {
                     let _ = reply.send(self.storage.snapshot_writer(meta));
-                }
-                DiskJob::Reader { reply } => {
-                    let _ = reply.send(self.storage.snapshot_reader());
                 }
             }
         }

@@ -21,7 +21,7 @@ use xraft::{
     Input, LogIndex, MembershipChange, Node, NodeId, Output, PersistId, PersistWrite, ProposeError,
     RequestId, Role, Status,
 };
-use xraft_storage::SnapshotReader;
+use xraft_storage::{SnapshotReader, SnapshotSource};
 
 use crate::apply::{Application, ApplyJob, Callers, LocalFn, ReadFn, Reply};
 use crate::disk::{DiskJob, DiskStats, SyncHistogram};
@@ -99,6 +99,7 @@ pub(crate) struct NodeTask<A: Application> {
     pub shutdown: watch::Receiver<bool>,
     pub started: Instant,
     pub snap_reader: Arc<std::sync::Mutex<Option<Arc<SnapshotReader>>>>,
+    pub snapshots: SnapshotSource,
     pub disk_stats: Arc<DiskStats>,
 }
 
@@ -124,6 +125,7 @@ impl<A: Application> NodeTask<A> {
             events_tx: self.events_tx,
             started: self.started,
             snap_reader: self.snap_reader,
+            snapshots: self.snapshots,
             disk_stats: self.disk_stats,
         };
         let (mut requests, mut inbound) = (self.requests, self.inbound);
@@ -203,6 +205,7 @@ struct Loop<A: Application> {
     events_tx: mpsc::UnboundedSender<Event>,
     started: Instant,
     snap_reader: Arc<std::sync::Mutex<Option<Arc<SnapshotReader>>>>,
+    snapshots: SnapshotSource,
     disk_stats: Arc<DiskStats>,
 }
 
@@ -390,45 +393,39 @@ impl<A: Application> Loop<A> {
     }
 
     /// Reads a chunk of the latest durable snapshot on a blocking thread and
-    /// feeds it back as `Input::SnapshotChunk`. A reader is kept for the
-    /// snapshot being sent, so each chunk is one positioned read.
+    /// feeds it back as `Input::SnapshotChunk`. A reader is kept while its
+    /// snapshot is the newest, so each chunk is one positioned read; opening
+    /// one (which checksums the whole file) happens here too, never on the
+    /// disk thread, whose group commits it would hold up.
     fn read_chunk(&mut self, to: NodeId, index: LogIndex, offset: u64, max_bytes: usize) {
-        let (disk, events, cache) =
-            (self.disk.clone(), self.events_tx.clone(), Arc::clone(&self.snap_reader));
+        let (events, cache, source) =
+            (self.events_tx.clone(), Arc::clone(&self.snap_reader), self.snapshots.clone());
         tokio::spawn(async move {
-            let cached = cache.lock().ok().and_then(|c| c.clone());
-            let reader = match cached.filter(|r| index.0 != 0 && r.meta().index == index) {
-                Some(r) => r,
-                None => {
-                    let (tx, rx) = oneshot::channel();
-                    if disk.send(DiskJob::Reader { reply: tx }).await.is_err() {
-                        return;
+            let read = tokio::task::spawn_blocking(move || {
+                let latest = source.latest();
+                let cached = cache.lock().ok().and_then(|c| c.clone());
+                let reader = match cached.filter(|r| Some(r.meta()) == latest.as_ref()) {
+                    Some(r) => r,
+                    None => {
+                        let r = Arc::new(match source.reader() {
+                            Ok(Some(r)) => r,
+                            Ok(None) => return Err("no snapshot is durable".to_owned()),
+                            Err(e) => return Err(format!("snapshot not readable: {e}")),
+                        });
+                        if let Ok(mut c) = cache.lock() {
+                            *c = Some(Arc::clone(&r));
+                        }
+                        r
                     }
-                    match rx.await {
-                        Ok(Ok(Some(r))) => {
-                            let r = Arc::new(r);
-                            if let Ok(mut c) = cache.lock() {
-                                *c = Some(Arc::clone(&r));
-                            }
-                            r
-                        }
-                        Ok(Ok(None)) => {
-                            warn!(to = to.0, "asked for a snapshot chunk but none is durable");
-                            return;
-                        }
-                        Ok(Err(e)) => {
-                            warn!(error = %e, "snapshot not readable");
-                            return;
-                        }
-                        Err(_) => return,
-                    }
-                }
-            };
-            let offset = if reader.meta().index == index { offset } else { 0 };
-            let r2 = Arc::clone(&reader);
-            let data = tokio::task::spawn_blocking(move || r2.read_chunk(offset, max_bytes)).await;
-            match data {
-                Ok(Ok(data)) => {
+                };
+                // A newer snapshot than the one asked for is sent from 0.
+                let offset = if reader.meta().index == index { offset } else { 0 };
+                let data = reader.read_chunk(offset, max_bytes).map_err(|e| e.to_string())?;
+                Ok((reader, offset, data))
+            })
+            .await;
+            match read {
+                Ok(Ok((reader, offset, data))) => {
                     let done = offset + data.len() as u64 >= reader.data_len();
                     let _ = events.send(Event::Input(Input::SnapshotChunk {
                         to,
@@ -438,7 +435,7 @@ impl<A: Application> Loop<A> {
                         done,
                     }));
                 }
-                Ok(Err(e)) => warn!(error = %e, "snapshot chunk not readable"),
+                Ok(Err(e)) => warn!(to = to.0, error = %e, "snapshot chunk not read"),
                 Err(e) => warn!(error = %e, "snapshot chunk task failed"),
             }
         });

@@ -108,6 +108,7 @@ impl<A: Application> RaftNode<A> {
         let (inbound_tx, inbound_rx) = mpsc::channel(limits.peer_inbound_queue_max);
 
         let disk_stats = Arc::new(disk::DiskStats::default());
+        let snapshots = storage.snapshot_source();
         let disk_thread = disk::spawn(
             id.0,
             storage,
@@ -122,6 +123,7 @@ impl<A: Application> RaftNode<A> {
             jobs: apply_rx,
             applied_tx,
             disk: disk_tx.clone(),
+            snapshots: snapshots.clone(),
             events: events_tx.clone(),
             node_id: id.0,
         };
@@ -160,6 +162,7 @@ impl<A: Application> RaftNode<A> {
             shutdown: shutdown_rx,
             started: Instant::now(),
             snap_reader: Default::default(),
+            snapshots,
             disk_stats,
         };
         let (stop, failed) = (Arc::clone(&shutdown), Arc::clone(&failure));

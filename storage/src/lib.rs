@@ -35,5 +35,5 @@ pub use error::{Error, Result};
 pub use identity::DiskId;
 pub use log::RECORD_OVERHEAD_BYTES;
 pub use options::Options;
-pub use snapshot::{SnapshotReader, SnapshotWriter};
+pub use snapshot::{SnapshotReader, SnapshotSource, SnapshotWriter};
 pub use storage::{Recovered, Storage};

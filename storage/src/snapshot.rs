@@ -81,13 +81,50 @@ impl SnapshotShared {
         self.latest.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    /// A reader over the newest durable snapshot, verified end to end.
+    /// A reader over the newest durable snapshot, verified end to end. A
+    /// newer snapshot may replace (and delete) the file between looking up
+    /// the newest and opening it: then the lookup is made again.
     pub fn reader(&self) -> Result<Option<SnapshotReader>> {
-        let Some(meta) = self.latest() else { return Ok(None) };
-        let path = self.dir.join(file_name(meta.index, meta.term));
-        let mut reader = SnapshotReader::open(&path, self.meta_bytes_max)?;
-        reader.verify()?;
-        Ok(Some(reader))
+        let mut attempts = 0;
+        loop {
+            let Some(meta) = self.latest() else { return Ok(None) };
+            let path = self.dir.join(file_name(meta.index, meta.term));
+            let mut reader = match SnapshotReader::open(&path, self.meta_bytes_max) {
+                Err(Error::Io { source, .. })
+                    if source.kind() == io::ErrorKind::NotFound
+                        && attempts < 3
+                        && self.latest() != Some(meta) =>
+                {
+                    attempts += 1;
+                    continue;
+                }
+                r => r?,
+            };
+            reader.verify()?;
+            return Ok(Some(reader));
+        }
+    }
+}
+
+/// A cloneable, thread-safe way to read the newest durable snapshot without
+/// the [`Storage`](crate::Storage) (which one thread owns): opening a
+/// reader reads and checksums the whole snapshot, which should not hold up
+/// the thread that syncs the log.
+#[derive(Clone, Debug)]
+pub struct SnapshotSource {
+    pub(crate) shared: Arc<SnapshotShared>,
+}
+
+impl SnapshotSource {
+    /// The newest durable snapshot's metadata.
+    pub fn latest(&self) -> Option<SnapshotMeta> {
+        self.shared.latest()
+    }
+
+    /// A reader over the newest durable snapshot, verified end to end
+    /// (reads the whole file: call it off latency-sensitive threads).
+    pub fn reader(&self) -> Result<Option<SnapshotReader>> {
+        self.shared.reader()
     }
 }
 

@@ -20,7 +20,7 @@ use crate::hard_state::HardStateFile;
 use crate::identity::{lock, DiskId, Identity};
 use crate::log::{is_segment_name, Log, LogBounds};
 use crate::options::Options;
-use crate::snapshot::{SnapshotReader, SnapshotShared, SnapshotWriter};
+use crate::snapshot::{SnapshotReader, SnapshotShared, SnapshotSource, SnapshotWriter};
 
 /// What `Storage::open` found on disk: exactly the state last made durable
 /// (less any torn tail of an unfinished write).
@@ -210,6 +210,12 @@ impl Storage {
     /// A reader over the latest durable snapshot, its data checksum verified.
     pub fn snapshot_reader(&self) -> Result<Option<SnapshotReader>> {
         self.snapshots.reader()
+    }
+
+    /// A handle that opens readers over the newest durable snapshot from any
+    /// thread, without this `Storage`.
+    pub fn snapshot_source(&self) -> SnapshotSource {
+        SnapshotSource { shared: Arc::clone(&self.snapshots) }
     }
 
     /// The latest durable snapshot's metadata.

@@ -349,3 +349,31 @@ fn preallocation_stops_at_the_segment_size() {
     let (_, r) = Storage::open(dir.path(), o).expect("reopen");
     assert_eq!(r.entries, entries(1, 200, 1, 90));
 }
+
+/// A `SnapshotSource` opens verified readers over the newest durable
+/// snapshot from another thread, without the `Storage`, and follows a
+/// newer snapshot replacing the old one.
+#[test]
+fn a_snapshot_source_reads_the_newest_snapshot_from_another_thread() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut s, _) = Storage::open(dir.path(), small_options()).expect("open");
+    s.append(&entries(1, 30, 1, 10)).expect("append");
+    s.sync().expect("sync");
+    let source = s.snapshot_source();
+    assert!(source.latest().is_none());
+    assert!(source.reader().expect("no snapshot is not an error").is_none());
+    for (index, byte) in [(10u64, 1u8), (20, 2)] {
+        let mut w = s.snapshot_writer(meta(index, 1)).expect("writer");
+        w.write_all(&[byte; 300]).expect("write");
+        w.finish().expect("finish");
+        let source = source.clone();
+        let (got_meta, data) = std::thread::spawn(move || {
+            let r = source.reader().expect("read").expect("a snapshot");
+            (r.meta().clone(), r.read_chunk(0, 1000).expect("chunk"))
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(got_meta, meta(index, 1));
+        assert_eq!(data, vec![byte; 300]);
+    }
+}
