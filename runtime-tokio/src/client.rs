@@ -23,7 +23,7 @@ use xraft::{Commands, NodeId, ProposeError};
 use xraft_kv::resp::{split_command, Command, RaftCommand, Reply, RespLimits};
 use xraft_kv::{KvCommand, KvRequest, KvStore};
 
-use crate::accept::{fd_budget, AcceptBackoff};
+use crate::accept::{fd_budget, keepalive, AcceptBackoff};
 use crate::config::Limits;
 use crate::error::Error;
 use crate::kv::{nodes_of, role_name, Health, KvApp};
@@ -88,6 +88,7 @@ async fn connection(
     limits: &Limits,
 ) -> std::io::Result<()> {
     s.set_nodelay(true)?;
+    keepalive(&s);
     let mut buf = BytesMut::with_capacity(16 << 10);
     let mut out = Vec::with_capacity(16 << 10);
     let mut items = Vec::new();

@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 use xraft::wire::{decode_frame, encode_frame};
 use xraft::{Message, NodeId};
 
-use crate::accept::AcceptBackoff;
+use crate::accept::{keepalive, AcceptBackoff};
 
 /// Handshake magic.
 pub const PEER_MAGIC: [u8; 8] = *b"XRFTPEER";
@@ -202,7 +202,12 @@ async fn writer(
                     Err(_) => break,
                 }
             }
-            if let Err(e) = stream.write_all(&buf).await {
+            // A peer that stopped reading must not hold up shutdown.
+            let written = tokio::select! {
+                _ = shutdown.changed() => return,
+                r = stream.write_all(&buf) => r,
+            };
+            if let Err(e) = written {
                 debug!(peer = to.0, error = %e, "peer write failed; reconnecting");
                 break;
             }
@@ -213,6 +218,7 @@ async fn writer(
 async fn dial(cfg: &TransportConfig, to: NodeId, addr: &str) -> Result<TcpStream, String> {
     let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     s.set_nodelay(true).map_err(|e| e.to_string())?;
+    keepalive(&s);
     let mut hello = Vec::with_capacity(64);
     hello.extend_from_slice(&PEER_MAGIC);
     hello.extend_from_slice(&PEER_PROTOCOL_VERSION.to_le_bytes());
@@ -285,6 +291,7 @@ async fn serve_peer(
     inbound: &mpsc::Sender<Inbound>,
 ) -> Result<(), String> {
     let _ = s.set_nodelay(true);
+    keepalive(&s);
     let hello = tokio::time::timeout(cfg.handshake_timeout, read_hello(cfg, &mut s)).await;
     let (from, addr) = match hello.unwrap_or_else(|_| Err("handshake timed out".into())) {
         Ok(h) => h,
