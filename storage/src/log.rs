@@ -506,6 +506,12 @@ impl Log {
         while at < target {
             let n = (target - at).min(ZEROS.len() as u64) as usize;
             if f.write_all_at(&ZEROS[..n], at).is_err() {
+                // Some zeros may have landed and grown the file: take its
+                // real length, so that `roll` still trims a closing segment
+                // to its records (a closed segment ending in zeros would
+                // not open).
+                let len = f.metadata().map_or(self.file_len, |m| m.len());
+                self.file_len = self.file_len.max(len);
                 return Ok(false);
             }
             at += n as u64;
