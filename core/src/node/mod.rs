@@ -148,7 +148,9 @@ pub enum Input {
     },
     /// The snapshot asked for by `Output::TakeSnapshot` is durable in
     /// storage (or could not be taken: `ok == false`; it is then asked for
-    /// again after `snapshot_chunk_timeout_ticks`, not at once).
+    /// again after `snapshot_chunk_timeout_ticks`, not at once). An answer
+    /// may come after the request was made again (a slow snapshot): an `ok`
+    /// one is still used.
     SnapshotTaken {
         /// The snapshot's index.
         index: LogIndex,
