@@ -29,7 +29,10 @@
 //!   below it are deleted by `compact` (oldest first) except the tail;
 //! - discarding the whole log deletes segments newest first, so a crash
 //!   midway leaves a prefix of the old log, which recovery discards again
-//!   by the same rule (see [`Log::open`]).
+//!   by the same rule (see [`Log::open`]);
+//! - every segment deletion is made durable (directory `fsync`) before the
+//!   next one, so the order above holds on disk whatever order a file
+//!   system would otherwise persist unlinks in.
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -294,14 +297,15 @@ impl Log {
         let keep_from = self.segments.len().saturating_sub(1);
         let n =
             self.segments[..keep_from].iter().take_while(|s| s.next() <= through.next()).count();
+        // Each deletion is made durable before the next, so a crash leaves a
+        // suffix of the segments whatever order the file system would
+        // otherwise persist unlinks in (a gap would not open).
         for seg in &self.segments[..n] {
             let path = self.dir.join(segment_name(seg.first));
             fs::remove_file(&path).at(&path)?;
-        }
-        if n > 0 {
-            self.segments.drain(..n);
             sync_dir(&self.dir)?;
         }
+        self.segments.drain(..n);
         Ok(())
     }
 
@@ -369,12 +373,14 @@ impl Log {
             // Into an older segment: delete the newer ones, newest first.
             self.buf.clear();
             self.tail_file = None;
+            // Newest first, each durable before the next: a crash leaves a
+            // prefix of the segments (see `compact`).
             for seg in self.segments[k + 1..].iter().rev() {
                 let path = self.dir.join(segment_name(seg.first));
                 fs::remove_file(&path).at(&path)?;
+                sync_dir(&self.dir)?;
             }
             self.segments.truncate(k + 1);
-            sync_dir(&self.dir)?;
             let path = self.tail_path();
             let file = OpenOptions::new().read(true).write(true).open(&path).at(&path)?;
             self.tail_file = Some(file);
@@ -441,11 +447,9 @@ impl Log {
         for seg in self.segments.iter().rev() {
             let path = self.dir.join(segment_name(seg.first));
             fs::remove_file(&path).at(&path)?;
-        }
-        if !self.segments.is_empty() {
-            self.segments.clear();
             sync_dir(&self.dir)?;
         }
+        self.segments.clear();
         Ok(())
     }
 
