@@ -1208,6 +1208,7 @@ impl Cluster {
 
     fn start_node(&mut self, i: usize) {
         let cfg = self.node_config(i);
+        self.slots[i].disk.recover();
         let mut state = self.slots[i].disk.restart_state();
         if self.cfg.canary == Canary::ForgetVote {
             state.hard_state.vote = None;

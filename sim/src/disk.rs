@@ -112,6 +112,28 @@ impl Disk {
         }
     }
 
+    /// Reconciles the log with the durable snapshot as the real storage
+    /// does when it opens (`xraft_storage`'s recovery rule 5): a log that
+    /// starts at or below the snapshot's index is compacted through it if it
+    /// holds the snapshot's entry, and discarded whole otherwise. A snapshot
+    /// can be durable ahead of the durable log (entries are applied, and so
+    /// snapshotted, before they are locally durable), so a crash can leave a
+    /// log ending below the snapshot; keeping it would put a gap between it
+    /// and the entries written after the restart.
+    pub fn recover(&mut self) {
+        let Some((m, _)) = &self.snapshot else { return };
+        let (index, term) = (m.index, m.term);
+        if self.base >= index {
+            return;
+        }
+        if self.term_at(index) == Some(term) {
+            self.compact(index);
+        } else {
+            self.entries.clear();
+            self.base = index;
+        }
+    }
+
     /// The durable hard state.
     pub fn hard_state(&self) -> HardState {
         self.hard_state
