@@ -235,15 +235,17 @@ impl Node {
         if p.state != ProgressState::Snapshot || p.snap_index != index {
             return;
         }
-        // The follower names the offset it expects. One below the chunk in
-        // flight is a late duplicate (ignored), except 0: the follower
-        // restarted and lost its partial snapshot. The offset in flight
-        // itself means that chunk went missing: resend it now rather than at
-        // the chunk timeout.
-        if next_offset >= p.snap_offset || next_offset == 0 {
-            p.snap_offset = next_offset;
-            self.request_chunk(i);
-        }
+        // The follower names the offset it expects, and it is the one that
+        // knows: the leader resumes from there. The offset in flight itself
+        // means that chunk went missing: resend it now rather than at the
+        // chunk timeout. A lower one is usually a late duplicate answer,
+        // which costs a chunk sent again (the follower then names its real
+        // offset); but it can be real (the follower restarted, staged the
+        // first chunks again, and a stale answer had moved the leader past
+        // them), and ignoring it then stalled the transfer forever (seed
+        // 89463).
+        p.snap_offset = next_offset;
+        self.request_chunk(i);
     }
 
     /// Leader tick: resend chunks whose answer is overdue.
