@@ -249,7 +249,18 @@ impl Node {
                 if pre_vote {
                     return true; // a PreVote never changes our term
                 }
+                // The election timer restarts only when the vote is granted
+                // (Raft §5.2: on hearing the leader or granting a vote), not
+                // on a campaign we turn down. Otherwise a node whose log is
+                // behind, campaigning again and again without PreVote,
+                // restarts every up-to-date node's timer each time and can
+                // keep them from ever campaigning (seed 75524).
+                let timer = (self.election_elapsed, self.election_timeout);
+                let follower = self.role == Role::Follower;
                 self.become_follower(m.term, None);
+                if follower {
+                    (self.election_elapsed, self.election_timeout) = timer;
+                }
                 return true;
             }
             if let RequestVoteResp { pre_vote: true, granted: true } = m.body {
