@@ -185,9 +185,19 @@ fn a_learner_does_not_keep_a_dead_leaders_lease() {
 ///   target was campaigning and the old leader not yet deposed, so the
 ///   transfer did not count as completed yet and the churn alarm fired. The
 ///   harness now lets the cluster settle before judging.
+/// - 47723 (the sim's disk model): a snapshot durable ahead of the durable
+///   log, then a crash; the model kept the old log at restart where the
+///   real storage discards it, and reported a gap.
+/// - 89463: a stale snapshot-chunk answer moved the leader past what a
+///   restarted follower had staged; the leader ignored the follower's lower
+///   offset as a late duplicate and resent the same chunk forever.
+/// - 75524 (PreVote off): a node far behind campaigned again and again;
+///   each of its vote requests restarted the up-to-date nodes' election
+///   timers, so none of them ever campaigned.
 #[test]
 fn seeds_that_found_core_bugs_pass() {
-    for seed in [1530, 4500, 1623, 2529, 1534, 3282, 5795, 8731, 14233, 17826] {
+    let seeds = [1530, 4500, 1623, 2529, 1534, 3282, 5795, 8731, 14233, 17826, 47723, 89463, 75524];
+    for seed in seeds {
         let mut run = xraft_sim::SeedRun::new(seed, &xraft_sim::SeedOptions::default());
         assert_eq!(run.run(), Ok(()), "seed {seed}");
     }
