@@ -245,6 +245,8 @@ pub struct SeedRun {
     faults_on: bool,
     /// The last stable leader the healed phase saw.
     last_leader: Option<usize>,
+    /// Leadership transfers asked for: (when, target).
+    transfers: Vec<(u64, usize)>,
     /// Per client: its ops in flight and when it gives up on them.
     client_ops: Vec<(Vec<usize>, u64)>,
 }
@@ -273,6 +275,7 @@ impl SeedRun {
             payload_seq: 0,
             faults_on: true,
             last_leader: None,
+            transfers: Vec::new(),
             client_ops: vec![(Vec::new(), 0); params.clients],
             params,
         }
@@ -515,6 +518,7 @@ impl SeedRun {
             self.rng.below(n as u64) as usize
         };
         let at = if self.rng.chance(0.7) { l } else { self.rng.below(n as u64) as usize };
+        self.transfers.push((self.cluster.now_us(), target));
         let _ = self.cluster.transfer_leadership(at, target);
     }
 
@@ -660,7 +664,19 @@ impl SeedRun {
                 let voters = c.committed_config().map(|m| m.voters.clone()).unwrap_or_default();
                 leaders.is_empty() || leaders.iter().any(|&i| !voters.contains(&node_id(i)))
             };
-            let expected = self.cluster.stats().core.transfers_completed > before
+            // A transfer asked for before healing may also finish after it
+            // (forwarded late, or the target caught up late) and be counted
+            // as lost by the old leader, deposed by a third node that heard
+            // the target's campaign first: the new leader being a recent
+            // transfer's target is expected too.
+            let now = self.cluster.now_us();
+            let recent_target = l.is_some_and(|l| {
+                self.transfers
+                    .iter()
+                    .any(|&(at, t)| t == l && now.saturating_sub(at) <= 2 * STALL_US)
+            });
+            let expected = recent_target
+                || self.cluster.stats().core.transfers_completed > before
                 || self.last_leader.is_some_and(|old| {
                     let voters = self.cluster.committed_config().map(|m| m.voters.clone());
                     !voters.is_some_and(|v| v.contains(&node_id(old)))
