@@ -671,28 +671,45 @@ fn a_forward_with_an_older_term_is_answered() {
 // Liveness under a failing disk.
 // ---------------------------------------------------------------------------
 
-/// Steps `input` into a single-voter node whose storage is durable at once
-/// and whose snapshots always fail; returns how many `TakeSnapshot` it asked
-/// for (each answered `ok: false`), stopping at 100 (a busy retry loop).
-fn step_failing_snapshots(node: &mut Node, input: Input) -> usize {
-    let mut asked = 0;
-    let mut queue = vec![input];
-    while let Some(input) = queue.pop().filter(|_| asked < 100) {
+/// Steps `input` into a single node, and what follows from it: storage is
+/// durable at once, and what the node hands out is applied if `apply`.
+/// Every output goes to `other` too, which may queue more inputs. Stops
+/// after 10,000 inputs (a busy loop). Returns every output.
+fn drive_solo(
+    node: &mut Node,
+    input: Input,
+    apply: bool,
+    mut other: impl FnMut(&Output, &mut Vec<Input>),
+) -> Vec<Output> {
+    let (mut queue, mut seen, mut budget) = (vec![input], Vec::new(), 10_000);
+    while let Some(input) = queue.pop().filter(|_| budget > 0) {
+        budget -= 1;
         for o in node.step(input) {
-            match o {
+            match &o {
                 Output::Persist(w) => queue.push(Input::Persisted { through: w.id }),
-                Output::Apply { entries } => {
+                Output::Apply { entries } if apply => {
                     let index = entries.last().map_or(LogIndex::ZERO, |e| e.index);
                     queue.push(Input::Applied { index });
                 }
-                Output::TakeSnapshot { meta } => {
-                    asked += 1;
-                    queue.push(Input::SnapshotTaken { index: meta.index, ok: false });
-                }
                 _ => {}
             }
+            other(&o, &mut queue);
+            seen.push(o);
         }
     }
+    seen
+}
+
+/// Steps `input` into a node whose snapshots always fail; returns how many
+/// `TakeSnapshot` it asked for (each answered `ok: false`).
+fn step_failing_snapshots(node: &mut Node, input: Input) -> usize {
+    let mut asked = 0;
+    drive_solo(node, input, true, |o, queue| {
+        if let Output::TakeSnapshot { meta } = o {
+            asked += 1;
+            queue.push(Input::SnapshotTaken { index: meta.index, ok: false });
+        }
+    });
     asked
 }
 
@@ -746,23 +763,13 @@ fn a_late_snapshot_answer_is_used_after_a_re_request() {
         c.snapshot_min_retention_entries = 1;
         c.snapshot_chunk_timeout_ticks = 50;
     });
-    // Drives the node with storage durable at once, holding snapshot
-    // requests (returned) instead of answering them.
+    // Snapshot requests are held (collected), not answered.
     let drive = |node: &mut Node, input: Input, asked: &mut Vec<SnapshotMeta>| {
-        let mut queue = vec![input];
-        while let Some(input) = queue.pop() {
-            for o in node.step(input) {
-                match o {
-                    Output::Persist(w) => queue.push(Input::Persisted { through: w.id }),
-                    Output::Apply { entries } => {
-                        let index = entries.last().map_or(LogIndex::ZERO, |e| e.index);
-                        queue.push(Input::Applied { index });
-                    }
-                    Output::TakeSnapshot { meta } => asked.push(meta),
-                    _ => {}
-                }
+        drive_solo(node, input, true, |o, _| {
+            if let Output::TakeSnapshot { meta } = o {
+                asked.push(meta.clone());
             }
-        }
+        });
     };
     let mut asked = Vec::new();
     for _ in 0..100 {
@@ -801,24 +808,8 @@ fn a_late_snapshot_answer_is_used_after_a_re_request() {
 #[test]
 fn a_confirmed_read_whose_index_is_never_applied_times_out() {
     let mut node = solo(1, 1, &|c| c.propose_timeout_ticks = 40);
-    // Storage durable at once; applying only while `apply` is true.
-    let drive = |node: &mut Node, input: Input, apply: bool| -> Vec<Output> {
-        let (mut queue, mut seen) = (vec![input], Vec::new());
-        while let Some(input) = queue.pop() {
-            for o in node.step(input) {
-                match &o {
-                    Output::Persist(w) => queue.push(Input::Persisted { through: w.id }),
-                    Output::Apply { entries } if apply => {
-                        let index = entries.last().map_or(LogIndex::ZERO, |e| e.index);
-                        queue.push(Input::Applied { index });
-                    }
-                    _ => {}
-                }
-                seen.push(o);
-            }
-        }
-        seen
-    };
+    let drive =
+        |node: &mut Node, input: Input, apply: bool| drive_solo(node, input, apply, |_, _| {});
     for _ in 0..100 {
         drive(&mut node, Input::Tick, true);
         if node.role() == Role::Leader {
