@@ -141,7 +141,13 @@ impl<A: Application> NodeTask<A> {
                 biased;
                 _ = shutdown.changed() => break Ok(()),
                 ev = events.recv() => match ev {
-                    Some(Event::Input(i)) => s.step(i),
+                    Some(Event::Input(i)) => {
+                        let taken = matches!(i, Input::SnapshotTaken { ok: true, .. });
+                        s.step(i);
+                        if taken {
+                            s.drop_stale_reader();
+                        }
+                    }
                     Some(Event::Fatal(e)) => break Err(e),
                     None => break Ok(()),
                 },
@@ -357,7 +363,10 @@ impl<A: Application> Loop<A> {
                 None => {}
             },
             Output::TakeSnapshot { meta } => self.send_apply(ApplyJob::TakeSnapshot(meta)).await?,
-            Output::RestoreSnapshot { meta } => self.send_apply(ApplyJob::Restore(meta)).await?,
+            Output::RestoreSnapshot { meta } => {
+                self.drop_stale_reader();
+                self.send_apply(ApplyJob::Restore(meta)).await?
+            }
             Output::ReadSnapshotChunk { to, index, offset, max_bytes } => {
                 self.read_chunk(to, index, offset, max_bytes)
             }
@@ -374,6 +383,17 @@ impl<A: Application> Loop<A> {
             other => debug!(?other, "unhandled output"),
         }
         Ok(())
+    }
+
+    /// Drops the cached snapshot reader once a newer snapshot is durable:
+    /// it holds the replaced file open, and so its disk space.
+    fn drop_stale_reader(&mut self) {
+        let latest = self.snapshots.latest();
+        if let Ok(mut c) = self.snap_reader.lock() {
+            if c.as_ref().is_some_and(|r| Some(r.meta()) != latest.as_ref()) {
+                *c = None;
+            }
+        }
     }
 
     async fn send_apply(&mut self, job: ApplyJob<A>) -> Result<(), ()> {

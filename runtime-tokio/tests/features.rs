@@ -280,3 +280,61 @@ async fn a_node_whose_storage_fails_stops_and_closes_its_ports() {
     })
     .await;
 }
+
+/// Snapshot files this process holds open although they were deleted
+/// (replaced by a newer snapshot).
+fn deleted_snapshots_held_open() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|p| {
+                    let p = p.to_string_lossy();
+                    p.contains(".snap") && p.ends_with("(deleted)")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// The leader keeps a reader over its snapshot while it sends it; once a
+/// newer snapshot replaces that one, the reader is dropped, so the old
+/// file's disk space is freed rather than held until the next transfer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_snapshot_is_not_held_open() {
+    let mut c = Cluster::start_with(3, |cfg| {
+        cfg.snapshot_threshold = 200;
+        cfg.snapshot_min_retention = 20;
+        cfg.snapshot_chunk_bytes = 1024;
+    })
+    .await;
+    let leader = c.leader().await;
+    let follower = if leader == 1 { 2 } else { 1 };
+    c.stop(follower).await;
+    for i in 0..600u32 {
+        c.node(leader).set(format!("k{i}"), format!("v{i}")).await.unwrap();
+    }
+    // The follower catches up by snapshot: the leader opens a reader.
+    c.restart(follower).await;
+    let lh = c.node(leader).health().await.unwrap();
+    c.applied_all(lh.commit_index).await;
+    let first = c.node(leader).handle().report().await.unwrap().status.snapshot_index;
+    // More writes: the leader takes a newer snapshot, deleting the old file.
+    let mut i = 600u32;
+    wait_for("a newer snapshot on the leader", || {
+        i += 50;
+        let (n, upto) = (c.node(leader), i);
+        async move {
+            for k in upto - 50..upto {
+                n.set(format!("k{k}"), "x").await.ok()?;
+            }
+            let now = n.handle().report().await.ok()?.status.snapshot_index;
+            (now > first).then_some(())
+        }
+    })
+    .await;
+    wait_for("no deleted snapshot held open", || async {
+        (deleted_snapshots_held_open() == 0).then_some(())
+    })
+    .await;
+    c.shutdown().await;
+}
