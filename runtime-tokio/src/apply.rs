@@ -38,6 +38,10 @@ pub trait Application: StateMachine<Response: Clone + Send + 'static> + Send + '
     fn after_apply(&mut self) {}
 }
 
+/// The counter of `xraft_kv` runs as is: the default `apply_entry` and no
+/// hook after applying.
+impl Application for xraft_kv::counter::Counter {}
+
 /// A read run on the state machine once a ReadIndex round completed, or with
 /// the request's error.
 pub(crate) type ReadFn<A> = Box<dyn FnOnce(Result<(&mut A, LogIndex)>) + Send>;
