@@ -125,6 +125,8 @@ pub(crate) struct Applier<A: Application> {
     pub snapshots: xraft_storage::SnapshotSource,
     pub events: mpsc::UnboundedSender<Event>,
     pub node_id: u64,
+    /// A local snapshot is being written (at most one at a time).
+    pub snapshotting: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 struct State<R> {
@@ -222,10 +224,23 @@ impl<A: Application> Applier<A> {
     /// Freezes the state now (O(1)) and streams it to a snapshot file on a
     /// blocking thread; the node hears `SnapshotTaken` when it is durable.
     fn take_snapshot(&mut self, meta: SnapshotMeta) {
+        use std::sync::atomic::Ordering;
+        let index = meta.index;
+        // One local snapshot at a time: the core asks again when one takes
+        // longer than its timeout, and each would freeze and write the
+        // whole state. The new request fails at once (the core retries
+        // after the timeout); the running one's late answer is still used.
+        if self.snapshotting.swap(true, Ordering::AcqRel) {
+            warn!(node = self.node_id, index = index.0, "a snapshot is still being written");
+            let _ =
+                self.events.send(Event::Input(xraft::Input::SnapshotTaken { index, ok: false }));
+            return;
+        }
         let app = self.app.as_ref().expect("not lent");
         debug_assert_eq!(meta.index, self.applied, "snapshot taken at the last applied index");
         let mut frozen = app.snapshot();
         let (disk, events, node) = (self.disk.clone(), self.events.clone(), self.node_id);
+        let busy = std::sync::Arc::clone(&self.snapshotting);
         tokio::spawn(async move {
             let index = meta.index;
             let (tx, rx) = oneshot::channel();
@@ -261,6 +276,7 @@ impl<A: Application> Applier<A> {
                     Err(_) => false,
                 }
             };
+            busy.store(false, std::sync::atomic::Ordering::Release);
             let _ = events.send(Event::Input(xraft::Input::SnapshotTaken { index, ok }));
         });
     }

@@ -126,6 +126,7 @@ impl<A: Application> RaftNode<A> {
             snapshots: snapshots.clone(),
             events: events_tx.clone(),
             node_id: id.0,
+            snapshotting: Default::default(),
         };
         tokio::spawn(applier.run());
 
