@@ -9,8 +9,12 @@ use common::*;
 use xraft_kv::WatchItem;
 use xraft_tokio::KvServer;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restarted_follower_catches_up_by_snapshot() {
+/// Three nodes snapshotting every ~200 entries in 1 KiB chunks, with one
+/// follower stopped and `writes` SETs (`k<i>` = `v<i>`) on the leader: far
+/// more than the threshold, so the leader compacts past what the stopped
+/// follower holds and only a snapshot can bring it back. Returns the
+/// cluster, the leader and the stopped follower.
+async fn follower_behind_a_snapshot(writes: u32) -> (Cluster, u64, u64) {
     let mut c = Cluster::start_with(3, |cfg| {
         cfg.snapshot_threshold = 200;
         cfg.snapshot_min_retention = 20;
@@ -20,12 +24,16 @@ async fn restarted_follower_catches_up_by_snapshot() {
     let leader = c.leader().await;
     let follower = if leader == 1 { 2 } else { 1 };
     c.stop(follower).await;
-    // Far more writes than the threshold: the leader compacts past what the
-    // stopped follower holds, so only a snapshot can bring it back.
-    let l = c.node(leader);
-    for i in 0..1500u32 {
-        l.set(format!("k{i}"), format!("v{i}")).await.unwrap();
+    for i in 0..writes {
+        c.node(leader).set(format!("k{i}"), format!("v{i}")).await.unwrap();
     }
+    (c, leader, follower)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_follower_catches_up_by_snapshot() {
+    let (mut c, leader, follower) = follower_behind_a_snapshot(1500).await;
+    let l = c.node(leader);
     let lh = l.health().await.unwrap();
     let snap = wait_for("a snapshot on the leader", || async {
         let r = c.node(leader).handle().report().await.ok()?;
@@ -301,18 +309,7 @@ fn deleted_snapshots_held_open() -> usize {
 /// file's disk space is freed rather than held until the next transfer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replaced_snapshot_is_not_held_open() {
-    let mut c = Cluster::start_with(3, |cfg| {
-        cfg.snapshot_threshold = 200;
-        cfg.snapshot_min_retention = 20;
-        cfg.snapshot_chunk_bytes = 1024;
-    })
-    .await;
-    let leader = c.leader().await;
-    let follower = if leader == 1 { 2 } else { 1 };
-    c.stop(follower).await;
-    for i in 0..600u32 {
-        c.node(leader).set(format!("k{i}"), format!("v{i}")).await.unwrap();
-    }
+    let (mut c, leader, follower) = follower_behind_a_snapshot(600).await;
     // The follower catches up by snapshot: the leader opens a reader.
     c.restart(follower).await;
     let lh = c.node(leader).health().await.unwrap();
