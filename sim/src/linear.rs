@@ -275,9 +275,10 @@ fn linearizable(ops: &[HistOp], budget: u64) -> Option<bool> {
         if finished == must {
             return Some(true); // every op with a known outcome is placed; the rest may never happen
         }
-        if entry == end {
-            // Unreachable while known ops remain (their returns come
-            // first); treat as a dead end.
+        // Backtrack at a return (its op had to be linearized before this
+        // point) or at the end of the list (unreachable while known ops
+        // remain, since their returns come first: a dead end).
+        if entry == end || evs[entry - 1].1 {
             let Some((op, before)) = stack.pop() else { return Some(false) };
             done = (done.0 ^ zob[op].0, done.1 ^ zob[op].1);
             finished -= usize::from(ops[op].ret.is_some());
@@ -287,18 +288,7 @@ fn linearizable(ops: &[HistOp], budget: u64) -> Option<bool> {
             entry = next[call_node[op]];
             continue;
         }
-        let (_, is_ret, op) = evs[entry - 1];
-        if is_ret {
-            // `op` had to be linearized before this point: backtrack.
-            let Some((op, before)) = stack.pop() else { return Some(false) };
-            done = (done.0 ^ zob[op].0, done.1 ^ zob[op].1);
-            finished -= usize::from(ops[op].ret.is_some());
-            state = before;
-            relink(&mut next, &mut prev, ret_node[op]);
-            relink(&mut next, &mut prev, call_node[op]);
-            entry = next[call_node[op]];
-            continue;
-        }
+        let op = evs[entry - 1].2;
         let after = match ops[op].kind {
             OpKind::Write(v) => Some(Some(v)),
             OpKind::Read(Some(got)) => (got == state).then_some(state),
