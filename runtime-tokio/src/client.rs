@@ -178,14 +178,20 @@ async fn run_group(handle: &RaftHandle<KvApp>, group: &mut Vec<KvCommand>, out: 
             // One proposal per run of commands that fits the core's byte
             // bound: a larger proposal would be refused whole.
             let max = handle.proposal_bytes_max();
-            let mut commands = part.into_iter().map(|c| KvRequest::new(c).encode()).peekable();
+            let mut commands = part
+                .into_iter()
+                .map(|c| {
+                    let c = KvRequest::new(c).encode();
+                    let size = c.len() + xraft::ENTRY_OVERHEAD_BYTES;
+                    (c, size)
+                })
+                .peekable();
             while commands.peek().is_some() {
                 let (mut chunk, mut bytes) = (Commands::new(), 0);
-                while let Some(c) = commands.next_if(|c| {
-                    let b = c.len() + xraft::ENTRY_OVERHEAD_BYTES;
-                    chunk.is_empty() || bytes + b <= max
-                }) {
-                    bytes += c.len() + xraft::ENTRY_OVERHEAD_BYTES;
+                while let Some((c, size)) =
+                    commands.next_if(|(_, size)| chunk.is_empty() || bytes + size <= max)
+                {
+                    bytes += size;
                     chunk.push(c);
                 }
                 let k = chunk.len();
