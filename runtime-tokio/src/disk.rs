@@ -41,8 +41,6 @@ pub const SYNC_BUCKETS_MICROS: [u64; 10] =
 /// Counters of the disk thread, read by status reports.
 #[derive(Debug, Default)]
 pub(crate) struct DiskStats {
-    /// `sync` calls (one per group commit).
-    pub syncs: AtomicU64,
     /// `PersistWrite`s made durable.
     pub writes: AtomicU64,
     /// Entries made durable.
@@ -58,7 +56,6 @@ pub(crate) struct DiskStats {
 impl DiskStats {
     fn record_sync(&self, took: Duration) {
         let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        self.syncs.fetch_add(1, Relaxed);
         self.sync_micros.fetch_add(us, Relaxed);
         let i =
             SYNC_BUCKETS_MICROS.iter().position(|&b| us <= b).unwrap_or(SYNC_BUCKETS_MICROS.len());

@@ -289,13 +289,14 @@ impl<A: Application> Loop<A> {
                 self.step(Input::TransferLeadership { request, target });
             }
             Request::Status(reply) => {
+                let sync = self.disk_stats.sync_histogram();
                 let _ = reply.send(Report {
                     status: self.node.status(),
                     messages_dropped: self.peers.dropped,
-                    disk_syncs: self.disk_stats.syncs.load(Relaxed),
+                    disk_syncs: sync.count(),
                     disk_writes: self.disk_stats.writes.load(Relaxed),
                     disk_entries: self.disk_stats.entries.load(Relaxed),
-                    disk_sync: self.disk_stats.sync_histogram(),
+                    disk_sync: sync,
                     uptime: self.started.elapsed(),
                 });
             }
