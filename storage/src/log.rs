@@ -479,13 +479,11 @@ impl Log {
     /// of zeros is left past the buffered records, writes (and syncs) more.
     /// Meant for idle moments, so that a sync of records rarely has to.
     pub fn preallocate(&mut self) -> Result<()> {
-        let step = self.bounds.preallocate_bytes;
         let used = self.written + self.buf.len() as u64;
-        if step == 0 || self.tail_file.is_none() || self.file_len >= used + step / 2 {
+        if self.file_len >= used + self.bounds.preallocate_bytes / 2 {
             return Ok(());
         }
-        self.extend_tail(used)?;
-        Ok(())
+        self.extend_tail(used)
     }
 
     /// Preallocates the tail past `need` bytes: zeros from its end to
@@ -493,17 +491,17 @@ impl Log {
     /// a tail about to close could not use), written and synced before any
     /// record is written there, so a crash cannot leave unwritten blocks
     /// (whose content the file system need not define) under a record.
-    /// Returns whether it did. It does not with preallocation off, near the
+    /// It does nothing with preallocation off (or no tail), near the
     /// segment's end, or when writing the zeros fails (a full disk):
     /// nothing synced is at risk then, and the record write grows the file
     /// itself. A failed sync is an error (it covers earlier writes too).
-    fn extend_tail(&mut self, need: u64) -> Result<bool> {
+    fn extend_tail(&mut self, need: u64) -> Result<()> {
         let step = self.bounds.preallocate_bytes;
-        let Some(f) = &self.tail_file else { return Ok(false) };
+        let Some(f) = &self.tail_file else { return Ok(()) };
         let from = need.max(self.file_len);
         let target = from.saturating_add(step).min(need.max(self.bounds.segment_bytes_max));
         if step == 0 || target <= from {
-            return Ok(false);
+            return Ok(());
         }
         static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
         let mut at = self.file_len;
@@ -516,13 +514,13 @@ impl Log {
                 // not open).
                 let len = f.metadata().map_or(self.file_len, |m| m.len());
                 self.file_len = self.file_len.max(len);
-                return Ok(false);
+                return Ok(());
             }
             at += n as u64;
         }
         f.sync_data().at_path(|| self.tail_path())?;
         self.file_len = target;
-        Ok(true)
+        Ok(())
     }
 
     fn tail_path(&self) -> PathBuf {
