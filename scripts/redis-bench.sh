@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Starts a fresh durable three-node xraft cluster on loopback (data in a
 # temporary directory), runs redis-benchmark against the leader's client
-# port with the given arguments, prints each node's sync latency, and stops
-# the cluster. Needs redis-benchmark and redis-cli (Debian: redis-tools).
+# port with the given arguments, prints each node's sync latency and CPU
+# time per committed entry (user+system over the benchmark, from
+# /proc/PID/stat; Linux only), and stops the cluster. Needs
+# redis-benchmark and redis-cli (Debian: redis-tools).
 #
 #   scripts/redis-bench.sh -t set -c 50 -P 1 -n 200000
 #
@@ -41,10 +43,19 @@ for _ in $(seq 1 100); do
 done
 [ -n "$LEADER" ] || { echo "no leader elected; logs in $DATA" >&2; exit 1; }
 echo "leader client port: $LEADER"
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+commit() { redis-cli -p "$LEADER" INFO | tr -d '\r' | sed -n 's/^commit_index://p'; }
+BEFORE=()
+for p in "${PIDS[@]}"; do BEFORE+=("$(cpu_ticks "$p")"); done
+C0=$(commit)
 redis-benchmark -p "$LEADER" "$@"
+ENTRIES=$(($(commit) - C0))
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
 for i in 1 2 3; do
   printf 'node %s: ' "$i"
   redis-cli -p $((CLIENT_BASE + i)) INFO | tr -d '\r' |
     grep -E '^(role|disk_syncs|disk_entries|disk_sync_avg_us|disk_sync_p99_le_us):' | tr '\n' ' '
+  used=$(($(cpu_ticks "${PIDS[i - 1]}") - BEFORE[i - 1]))
+  [ "$ENTRIES" -gt 0 ] && printf 'cpu_us_per_entry:%s' $((used * TICK_US / ENTRIES))
   echo
 done

@@ -7,6 +7,7 @@
 //! index; (4) ReadIndex on a follower; (5) write then linearizable read on
 //! every node, through every node.
 
+use crate::at_least_one;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -27,10 +28,10 @@ pub struct Args {
     #[arg(long, default_value_t = 50_000)]
     ops: u64,
     /// Connections in the stress phase.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = at_least_one())]
     clients: usize,
     /// Requests in flight per connection in the stress phase.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = at_least_one())]
     pipeline: usize,
     /// Keys sampled in the consistency phase.
     #[arg(long, default_value_t = 100)]

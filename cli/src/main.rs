@@ -49,10 +49,10 @@ struct BenchArgs {
     #[arg(long)]
     addr: Vec<String>,
     /// Connections.
-    #[arg(short = 'c', long, default_value_t = 50)]
+    #[arg(short = 'c', long, default_value_t = 50, value_parser = at_least_one())]
     clients: usize,
     /// Requests in flight per connection.
-    #[arg(short = 'P', long, default_value_t = 16)]
+    #[arg(short = 'P', long, default_value_t = 16, value_parser = at_least_one())]
     pipeline: usize,
     /// Value size in bytes.
     #[arg(short = 'd', long, default_value_t = 3)]
@@ -69,6 +69,12 @@ struct BenchArgs {
     /// Request kind.
     #[arg(long, value_enum, default_value_t = load::Op::Set)]
     op: load::Op,
+}
+
+/// A count of connections or of requests in flight: zero would do no work
+/// (and would spin), so clap refuses it.
+pub(crate) fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
 }
 
 fn main() -> Result<()> {
@@ -127,8 +133,8 @@ async fn bench(a: BenchArgs) -> Result<()> {
     };
     let spec = load::Spec {
         addrs: addrs.clone(),
-        clients: a.clients.max(1),
-        pipeline: a.pipeline.max(1),
+        clients: a.clients,
+        pipeline: a.pipeline,
         value_size: a.value_size,
         keyspace: a.keyspace,
         prefix: "key:".into(),
@@ -166,4 +172,22 @@ async fn bench(a: BenchArgs) -> Result<()> {
         anyhow::bail!("{} requests failed", out.errors);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_clients_or_pipeline_is_refused() {
+        for args in [
+            ["xraft", "cluster", "--pipeline", "0"],
+            ["xraft", "cluster", "--clients", "0"],
+            ["xraft", "bench", "-P", "0"],
+            ["xraft", "bench", "-c", "0"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?} accepted");
+        }
+        assert!(Cli::try_parse_from(["xraft", "cluster", "--pipeline", "4"]).is_ok());
+    }
 }

@@ -59,7 +59,7 @@ pub use message::{ForwardResult, Forwarded, Message, MessageBody};
 pub use state_machine::StateMachine;
 pub use types::{
     Entry, EntryKind, EntryVec, HardState, LogIndex, Membership, MembershipChange, NodeId, NodeIds,
-    PersistId, RequestId, SnapshotMeta, Term, ENTRY_OVERHEAD_BYTES,
+    PersistId, RequestId, SnapshotMeta, Term, ADDR_BYTES_MAX, ENTRY_OVERHEAD_BYTES, MEMBERS_MAX,
 };
 pub mod node;
 pub mod rng;

@@ -224,10 +224,28 @@ pub enum MembershipChange {
     Remove(NodeId),
 }
 
+/// Longest peer address a membership change may carry (a host name is at
+/// most 253 bytes). Addresses travel in every snapshot's metadata, which
+/// storage bounds, so they are bounded too.
+pub const ADDR_BYTES_MAX: usize = 255;
+
+/// Most members (voters and learners) a membership may hold.
+pub const MEMBERS_MAX: usize = 256;
+
 impl Membership {
     /// The membership after `change`, or why the change is not valid here.
     pub fn apply(&self, change: &MembershipChange) -> Result<Membership, &'static str> {
         let mut next = self.clone();
+        if let MembershipChange::AddVoter { id, ref addr }
+        | MembershipChange::AddLearner { id, ref addr } = *change
+        {
+            if addr.len() > ADDR_BYTES_MAX {
+                return Err("peer address longer than ADDR_BYTES_MAX");
+            }
+            if !self.contains(id) && self.voters.len() + self.learners.len() >= MEMBERS_MAX {
+                return Err("membership already holds MEMBERS_MAX members");
+            }
+        }
         match *change {
             MembershipChange::AddVoter { id, ref addr } => {
                 if self.voters.contains(&id) {

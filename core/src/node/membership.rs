@@ -241,5 +241,20 @@ mod tests {
         assert!(!removed.contains(NodeId(4)) && removed.addrs.is_empty());
         assert!(m(&[1]).apply(&MembershipChange::Remove(NodeId(1))).is_err());
         assert!(base.apply(&MembershipChange::Remove(NodeId(9))).is_err());
+        // Bounded: addresses travel in every snapshot's metadata.
+        let long = "a".repeat(crate::types::ADDR_BYTES_MAX + 1);
+        let too_long = MembershipChange::AddLearner { id: NodeId(5), addr: long };
+        assert!(base.apply(&too_long).is_err());
+        let mut big = base.clone();
+        for id in 100..(100 + crate::types::MEMBERS_MAX as u64) {
+            if let Ok(next) =
+                big.apply(&MembershipChange::AddLearner { id: NodeId(id), addr: "h:1".into() })
+            {
+                big = next;
+            }
+        }
+        assert_eq!(big.voters.len() + big.learners.len(), crate::types::MEMBERS_MAX);
+        let one_more = MembershipChange::AddLearner { id: NodeId(9_999), addr: "h:1".into() };
+        assert_eq!(big.apply(&one_more), Err("membership already holds MEMBERS_MAX members"));
     }
 }
