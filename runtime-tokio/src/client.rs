@@ -6,11 +6,16 @@
 //! consecutive data commands form a group: a group of reads only (GET, MGET,
 //! EXISTS) is served by ONE ReadIndex round then local reads, a group with
 //! any write goes through the log as ONE proposal of many entries (reads in
-//! it are answered from the log, so program order holds); every reply of the
-//! read goes out in one write. Follower nodes forward to the leader (in the
-//! core). Invariants: replies are in request order, one per request; a
-//! malformed request is answered `-ERR Protocol error` and the connection is
-//! closed; a bad command is an error reply and the connection stays usable.
+//! it are answered from the log, so program order holds); the replies of one
+//! read go out together, in writes of about 64 KiB (a larger reply, such as
+//! an MGET of many large values, is streamed out in such pieces rather than
+//! held whole). Requests are parsed with a [`RequestParser`] per connection,
+//! so one arriving in many small pieces is scanned once, not once per piece.
+//! Follower nodes forward to the leader (in the core). Invariants: replies
+//! are in request order, one per request; a connection buffers at most
+//! about 64 KiB plus one value of replies; a malformed request is answered
+//! `-ERR Protocol error` and the connection is closed; a bad command is an
+//! error reply and the connection stays usable.
 
 use std::sync::Arc;
 
@@ -20,7 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, warn};
 use xraft::{Commands, NodeId, ProposeError};
-use xraft_kv::resp::{split_command, Command, RaftCommand, Reply, RespLimits};
+use xraft_kv::resp::{Command, RaftCommand, Reply, RequestParser};
 use xraft_kv::{KvCommand, KvRequest, KvStore};
 
 use crate::accept::{fd_budget, keepalive, AcceptBackoff};
@@ -92,6 +97,7 @@ async fn connection(
     let mut buf = BytesMut::with_capacity(16 << 10);
     let mut out = Vec::with_capacity(16 << 10);
     let mut items = Vec::new();
+    let mut parser = RequestParser::new();
     loop {
         if buf.capacity() - buf.len() < 4 << 10 {
             buf.reserve(16 << 10);
@@ -101,7 +107,7 @@ async fn connection(
         }
         let mut close = false;
         loop {
-            match split_command(&mut buf, &limits.resp) {
+            match parser.split(&mut buf, &limits.resp) {
                 Ok(Some(args)) => items.push(Command::parse(&args).map_err(|e| e.to_reply())),
                 Ok(None) => break,
                 Err(e) => {
@@ -112,26 +118,63 @@ async fn connection(
                 }
             }
         }
-        close |= execute(handle, &limits.resp, &mut items, &mut out).await;
-        if !out.is_empty() {
-            s.write_all(&out).await?;
-            out.clear();
-        }
+        let mut replies = Out { stream: &mut s, buf: &mut out };
+        close |= execute(handle, &mut items, &mut replies).await?;
+        replies.flush().await?;
         if close {
             return Ok(());
         }
     }
 }
 
-/// Runs parsed commands in order, appending their replies to `out`; returns
+/// Replies on their way to one client: encoded into a buffer that goes out
+/// whenever it passes [`OUT_FLUSH_BYTES`], so no reply's size (a pipelined
+/// run of large GETs, an MGET of a million keys) sets the buffer's: it
+/// holds at most the threshold plus one value.
+struct Out<'a> {
+    stream: &'a mut TcpStream,
+    buf: &'a mut Vec<u8>,
+}
+
+/// Bytes of encoded replies gathered before they are written out.
+const OUT_FLUSH_BYTES: usize = 64 << 10;
+
+impl Out<'_> {
+    async fn put(&mut self, reply: &Reply) -> std::io::Result<()> {
+        for item in reply.encode_head(self.buf) {
+            self.flush_if_full().await?;
+            item.encode(self.buf);
+        }
+        self.flush_if_full().await
+    }
+
+    async fn flush_if_full(&mut self) -> std::io::Result<()> {
+        if self.buf.len() >= OUT_FLUSH_BYTES {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes out what is gathered; gives back memory a large value left.
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            self.stream.write_all(self.buf).await?;
+            self.buf.clear();
+        }
+        if self.buf.capacity() > 4 * OUT_FLUSH_BYTES {
+            self.buf.shrink_to(OUT_FLUSH_BYTES);
+        }
+        Ok(())
+    }
+}
+
+/// Runs parsed commands in order, sending their replies to `out`; returns
 /// whether the connection should close (QUIT).
 async fn execute(
     handle: &RaftHandle<KvApp>,
-    limits: &RespLimits,
     items: &mut Vec<Result<Command, Reply>>,
-    out: &mut Vec<u8>,
-) -> bool {
-    let _ = limits;
+    out: &mut Out<'_>,
+) -> std::io::Result<bool> {
     let mut group: Vec<KvCommand> = Vec::new();
     let mut quit = false;
     for item in items.drain(..) {
@@ -142,25 +185,29 @@ async fn execute(
             Ok(cmd) => match cmd.to_kv() {
                 Some(kv) => group.push(kv),
                 None => {
-                    run_group(handle, &mut group, out).await;
+                    run_group(handle, &mut group, out).await?;
                     quit = matches!(cmd, Command::Quit);
-                    admin(handle, cmd).await.encode(out);
+                    out.put(&admin(handle, cmd).await).await?;
                 }
             },
             Err(reply) => {
-                run_group(handle, &mut group, out).await;
-                reply.encode(out);
+                run_group(handle, &mut group, out).await?;
+                out.put(&reply).await?;
             }
         }
     }
-    run_group(handle, &mut group, out).await;
-    quit
+    run_group(handle, &mut group, out).await?;
+    Ok(quit)
 }
 
 /// Most commands in one proposal (the core's `propose_entries_max`).
 const GROUP_COMMANDS_MAX: usize = 5_000;
 
-async fn run_group(handle: &RaftHandle<KvApp>, group: &mut Vec<KvCommand>, out: &mut Vec<u8>) {
+async fn run_group(
+    handle: &RaftHandle<KvApp>,
+    group: &mut Vec<KvCommand>,
+    out: &mut Out<'_>,
+) -> std::io::Result<()> {
     while !group.is_empty() {
         let n = group.len().min(GROUP_COMMANDS_MAX);
         let part: Vec<KvCommand> = group.drain(..n).collect();
@@ -171,8 +218,12 @@ async fn run_group(handle: &RaftHandle<KvApp>, group: &mut Vec<KvCommand>, out: 
                 })
                 .await;
             match r {
-                Ok(replies) => replies.iter().for_each(|r| r.encode(out)),
-                Err(e) => repeat(&error_reply(&e), n, out),
+                Ok(replies) => {
+                    for r in &replies {
+                        out.put(r).await?;
+                    }
+                }
+                Err(e) => repeat(&error_reply(&e), n, out).await?,
             }
         } else {
             // One proposal per run of commands that fits the core's byte
@@ -196,18 +247,24 @@ async fn run_group(handle: &RaftHandle<KvApp>, group: &mut Vec<KvCommand>, out: 
                 }
                 let k = chunk.len();
                 match handle.propose_batch(chunk, true).await {
-                    Ok(responses) => responses.into_iter().for_each(|r| Reply::from(r).encode(out)),
-                    Err(e) => repeat(&error_reply(&e), k, out),
+                    Ok(responses) => {
+                        for r in responses {
+                            out.put(&Reply::from(r)).await?;
+                        }
+                    }
+                    Err(e) => repeat(&error_reply(&e), k, out).await?,
                 }
             }
         }
     }
+    Ok(())
 }
 
-fn repeat(reply: &Reply, n: usize, out: &mut Vec<u8>) {
+async fn repeat(reply: &Reply, n: usize, out: &mut Out<'_>) -> std::io::Result<()> {
     for _ in 0..n {
-        reply.encode(out);
+        out.put(reply).await?;
     }
+    Ok(())
 }
 
 /// A read command served from the local store (after ReadIndex).

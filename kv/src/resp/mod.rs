@@ -1,6 +1,6 @@
 //! The client protocol: RESP2, sans-IO.
 //!
-//! - [`parse_frame`] / [`split_command`]: a request (an array of bulk strings,
+//! - [`parse_frame`] / [`split_command`] / [`RequestParser`]: a request (an array of bulk strings,
 //!   or an inline command line) from the front of a buffer. Check-then-parse:
 //!   an incomplete request is `Ok(None)`, never an error; every announced
 //!   length is checked against [`RespLimits`] before anything is buffered or
@@ -24,7 +24,7 @@ mod reply;
 use thiserror::Error;
 
 pub use command::{Command, CommandError, RaftCommand};
-pub use parse::{encode_command, parse_frame, split_command, Args, ParsedFrame};
+pub use parse::{encode_command, parse_frame, split_command, Args, ParsedFrame, RequestParser};
 pub use reply::{parse_reply, Reply};
 
 /// Bounds on what the parsers accept. A server keeps the defaults unless it

@@ -7,9 +7,13 @@
 //! returned frame's `consumed` is in `1..=buf.len()` and its argument ranges
 //! lie inside `..consumed`.
 //!
-//! Cost: a request that arrives in pieces is re-scanned from its start on each
-//! call, at O(arguments seen) per call (bulk bodies are skipped by length, not
-//! scanned). Servers should read in large chunks.
+//! Cost: bulk bodies are skipped by length, not scanned. The stateless
+//! [`parse_frame`] and [`split_command`] re-scan a request that arrives in
+//! pieces from its start on each call, at O(arguments seen) per call, so a
+//! client trickling a million-argument array would cost a server quadratic
+//! time; servers use [`RequestParser`], which remembers how far it got in an
+//! incomplete array and resumes there (an incomplete inline request is
+//! re-scanned, at most `inline_bytes_max` bytes per call).
 
 use std::ops::Range;
 
@@ -40,8 +44,60 @@ const COUNT_LINE_BYTES_MAX: usize = 32;
 pub fn parse_frame(buf: &[u8], limits: &RespLimits) -> Result<Option<ParsedFrame>, RespError> {
     match buf.first() {
         None => Ok(None),
-        Some(b'*') => parse_multibulk(buf, limits),
+        Some(b'*') => parse_multibulk(buf, limits, &mut None),
         Some(_) => parse_inline(buf, limits),
+    }
+}
+
+/// How far an incomplete array request was parsed.
+#[derive(Debug)]
+struct Partial {
+    /// Arguments the request announced.
+    count: usize,
+    /// Where the next argument starts.
+    pos: usize,
+    /// The arguments complete so far.
+    args: SmallVec<[Range<usize>; 4]>,
+}
+
+/// A parser for one connection's requests that resumes an incomplete array
+/// request where it stopped, so a request arriving in many pieces costs
+/// O(its size) overall (see the module doc).
+///
+/// Invariant: between a call that returned `Ok(None)` and the next, the
+/// caller only appends to the buffer (never consumes from or rewrites its
+/// front); after an error the connection is closed, not parsed further.
+#[derive(Debug, Default)]
+pub struct RequestParser {
+    partial: Option<Partial>,
+}
+
+impl RequestParser {
+    /// A parser with nothing pending.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// [`split_command`], resuming an incomplete array request.
+    pub fn split(
+        &mut self,
+        buf: &mut BytesMut,
+        limits: &RespLimits,
+    ) -> Result<Option<Args>, RespError> {
+        loop {
+            let frame = match (&self.partial, buf.first()) {
+                (Some(_), _) | (None, Some(b'*')) => {
+                    parse_multibulk(buf, limits, &mut self.partial)?
+                }
+                (None, None) => None,
+                (None, Some(_)) => parse_inline(buf, limits)?,
+            };
+            let Some(frame) = frame else { return Ok(None) };
+            let bytes = buf.split_to(frame.consumed).freeze();
+            if !frame.args.is_empty() {
+                return Ok(Some(frame.args.into_iter().map(|r| bytes.slice(r)).collect()));
+            }
+        }
     }
 }
 
@@ -125,28 +181,44 @@ pub(super) fn parse_int(s: &[u8]) -> Option<i64> {
     Some(v)
 }
 
-fn parse_multibulk(buf: &[u8], limits: &RespLimits) -> Result<Option<ParsedFrame>, RespError> {
-    let Some((count, mut pos)) =
-        line(buf, 1, COUNT_LINE_BYTES_MAX).map_err(|()| RespError::TooBigCountString)?
-    else {
-        return Ok(None);
+/// An array request, resumed from `*partial` if set; leaves its progress in
+/// `*partial` when the buffer ends inside it.
+fn parse_multibulk(
+    buf: &[u8],
+    limits: &RespLimits,
+    partial: &mut Option<Partial>,
+) -> Result<Option<ParsedFrame>, RespError> {
+    let mut p = match partial.take() {
+        Some(p) => p,
+        None => {
+            let Some((count, pos)) =
+                line(buf, 1, COUNT_LINE_BYTES_MAX).map_err(|()| RespError::TooBigCountString)?
+            else {
+                return Ok(None);
+            };
+            let count = parse_int(count).ok_or(RespError::InvalidMultibulkLength)?;
+            if count <= 0 {
+                return Ok(Some(ParsedFrame { args: SmallVec::new(), consumed: pos }));
+            }
+            if count as u64 > limits.array_len_max as u64 {
+                return Err(RespError::InvalidMultibulkLength);
+            }
+            Partial { count: count as usize, pos, args: SmallVec::new() }
+        }
     };
-    let count = parse_int(count).ok_or(RespError::InvalidMultibulkLength)?;
-    if count <= 0 {
-        return Ok(Some(ParsedFrame { args: SmallVec::new(), consumed: pos }));
-    }
-    if count as u64 > limits.array_len_max as u64 {
-        return Err(RespError::InvalidMultibulkLength);
-    }
-    let mut args = SmallVec::new();
-    for _ in 0..count {
-        let Some(&tag) = buf.get(pos) else { return Ok(None) };
+    while p.args.len() < p.count {
+        let pos = p.pos;
+        let Some(&tag) = buf.get(pos) else {
+            *partial = Some(p);
+            return Ok(None);
+        };
         if tag != b'$' {
             return Err(RespError::ExpectedBulk(char::from(tag)));
         }
         let Some((len, start)) =
             line(buf, pos + 1, COUNT_LINE_BYTES_MAX).map_err(|()| RespError::TooBigCountString)?
         else {
+            *partial = Some(p);
             return Ok(None);
         };
         let len = parse_int(len)
@@ -158,15 +230,16 @@ fn parse_multibulk(buf: &[u8], limits: &RespLimits) -> Result<Option<ParsedFrame
             return Err(RespError::FrameTooLarge { len: end, max: limits.frame_bytes_max });
         }
         if buf.len() < end {
+            *partial = Some(p);
             return Ok(None);
         }
         if &buf[end - 2..end] != b"\r\n" {
             return Err(RespError::MissingCrlf);
         }
-        args.push(start..start + len);
-        pos = end;
+        p.args.push(start..start + len);
+        p.pos = end;
     }
-    Ok(Some(ParsedFrame { args, consumed: pos }))
+    Ok(Some(ParsedFrame { args: p.args, consumed: p.pos }))
 }
 
 /// An inline command: one line, arguments separated by spaces or tabs.
@@ -265,6 +338,53 @@ mod tests {
         let third = split_command(&mut buf, &limits).expect("ok").expect("complete");
         assert_eq!(third.as_slice(), [Bytes::from_static(b"PING")]);
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn request_parser_resumes_and_matches_the_stateless_split() {
+        let limits = RespLimits::default();
+        let mut wire = BytesMut::new();
+        encode_command(&["SET", "k", "v"], &mut wire);
+        wire.extend_from_slice(b"PING\r\n*0\r\n");
+        let many: Vec<String> = (0..300).map(|i| format!("key{i}")).collect();
+        encode_command(&many, &mut wire);
+        encode_command(&["GET", ""], &mut wire);
+        let mut whole = wire.clone();
+        let mut expected = Vec::new();
+        while let Some(args) = split_command(&mut whole, &limits).expect("valid") {
+            expected.push(args);
+        }
+        assert_eq!(expected.len(), 4);
+        for chunk in [1, 2, 3, 7, 64, 1000] {
+            let (mut parser, mut buf, mut got) =
+                (RequestParser::new(), BytesMut::new(), Vec::new());
+            for piece in wire.chunks(chunk) {
+                buf.extend_from_slice(piece);
+                while let Some(args) = parser.split(&mut buf, &limits).expect("valid") {
+                    got.push(args);
+                }
+            }
+            assert_eq!(got, expected, "chunk {chunk}");
+            assert!(buf.is_empty() && parser.partial.is_none());
+        }
+    }
+
+    #[test]
+    fn request_parser_keeps_the_arguments_already_parsed() {
+        let limits = RespLimits::default();
+        let mut wire = BytesMut::new();
+        encode_command(&["MGET", "a", "b", "c"], &mut wire);
+        let mut parser = RequestParser::new();
+        // Up to the middle of the last argument's length line.
+        let mut buf = BytesMut::from(&wire[..wire.len() - 5]);
+        assert_eq!(parser.split(&mut buf, &limits), Ok(None));
+        assert_eq!(parser.partial.as_ref().map(|p| p.args.len()), Some(3));
+        // Bytes already parsed are not looked at again: resuming finds the
+        // arguments where the first pass left them.
+        buf.extend_from_slice(&wire[wire.len() - 5..]);
+        let args = parser.split(&mut buf, &limits).expect("ok").expect("complete");
+        assert_eq!(args.as_slice(), ["MGET", "a", "b", "c"].map(Bytes::from));
+        assert!(parser.partial.is_none());
     }
 
     #[test]

@@ -65,6 +65,22 @@ impl Reply {
         }
     }
 
+    /// Encodes all of `self` but an array's elements, which it returns for
+    /// the caller to encode one at a time: a server streams a large array
+    /// (an MGET of many keys) out in bounded pieces this way.
+    pub fn encode_head(&self, out: &mut impl BufMut) -> &[Reply] {
+        match self {
+            Reply::Array(items) => {
+                put_prefixed(out, b'*', items.len() as i64);
+                items
+            }
+            other => {
+                other.encode(out);
+                &[]
+            }
+        }
+    }
+
     /// The encoding in a fresh buffer.
     pub fn to_vec(&self) -> Vec<u8> {
         let mut out = Vec::new();
