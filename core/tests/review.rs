@@ -838,3 +838,57 @@ fn a_confirmed_read_whose_index_is_never_applied_times_out() {
     }
     assert!(timed_out, "the read failed with Timeout once its deadline passed");
 }
+
+// ---------------------------------------------------------------------------
+// Hostile input: appends no honest leader sends.
+// ---------------------------------------------------------------------------
+
+/// Appends a broken or hostile peer might send (entries that skip or repeat
+/// an index, terms going backwards or beyond the message's term, an anchor
+/// term above it) are dropped whole: nothing written, nothing acknowledged,
+/// counted in `messages_invalid`. Before this the term-ahead entry was
+/// logged and made the node refuse to restart, and the gap reached storage,
+/// which stopped the node (found by a review).
+#[test]
+fn malformed_appends_are_dropped_before_they_touch_the_log() {
+    let mut n = solo(2, 3, &|_| {});
+    let bad: [(u64, EntryVec); 5] = [
+        (1, [entry(2, 2), entry(4, 2)].into_iter().collect()), // gap
+        (1, [entry(2, 2), entry(2, 2)].into_iter().collect()), // repeat
+        (1, [entry(2, 2), entry(3, 1)].into_iter().collect()), // term back below an entry
+        (1, entries(2..=2, 9)),                                // term beyond the message's
+        (1, entries(3..=3, 2)),                                // does not follow prev_index
+    ];
+    for (k, (prev_term, es)) in bad.into_iter().enumerate() {
+        let out = n.step(append(1, 2, 2, (1, prev_term), 1, es));
+        // (The first message's higher term is itself written: that is all.)
+        assert!(write_of(&out).is_none_or(|w| w.entries.is_empty()), "case {k}: {out:?}");
+        assert!(acks(&out).is_empty(), "case {k}: {out:?}");
+        assert_eq!(n.metrics().messages_invalid, k as u64 + 1, "case {k}");
+    }
+    // An anchor term above the message's.
+    let out = n.step(append(1, 2, 2, (1, 5), 1, EntryVec::new()));
+    assert!(sent(&out).is_empty() && n.metrics().messages_invalid == 6, "{out:?}");
+    assert_eq!(n.status().last_index, LogIndex(1));
+    // A well-formed append still goes through.
+    let out = n.step(append(1, 2, 2, (1, 1), 1, entries(2..=3, 2)));
+    assert_eq!(write_of(&out).map(|w| w.entries.len()), Some(2));
+}
+
+/// An append contradicting an entry this node knows committed is dropped,
+/// not a panic (it was an `assert!`, reachable from one message).
+#[test]
+fn an_append_contradicting_a_committed_entry_is_dropped_not_a_panic() {
+    let mut n = solo(2, 3, &|_| {});
+    let out = n.step(append(1, 2, 2, (1, 1), 3, entries(2..=3, 2)));
+    let w = write_of(&out).expect("written").id;
+    persisted(&mut n, w);
+    assert_eq!(n.status().commit, LogIndex(3));
+    // A term-3 leader claims index 3 (committed, term 2) holds a term-3
+    // entry: only its higher term is written.
+    let out = n.step(append(1, 2, 3, (2, 2), 3, entries(3..=3, 3)));
+    assert!(write_of(&out).is_none_or(|w| w.entries.is_empty()), "{out:?}");
+    assert_eq!(n.metrics().messages_invalid, 1);
+    assert_eq!(n.status().commit, LogIndex(3));
+    assert_eq!(n.status().last_index, LogIndex(3));
+}

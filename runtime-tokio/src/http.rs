@@ -180,6 +180,11 @@ pub(crate) fn prometheus(r: &Report) -> String {
     counter("snapshots_installed", "Snapshots installed from a leader.", m.snapshots_installed);
     counter("snapshots_sent", "Snapshots sent to followers.", m.snapshots_sent);
     counter("read_index_requests", "ReadIndex requests.", m.read_index_requests);
+    counter(
+        "messages_invalid",
+        "Peer messages dropped as impossible from an honest peer.",
+        m.messages_invalid,
+    );
     counter("reads_served", "Linearizable reads released.", m.reads_served);
     counter("transfers_completed", "Leadership transfers handed off.", m.transfers_completed);
     let h = &r.disk_sync;

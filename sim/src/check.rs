@@ -47,6 +47,13 @@ impl EntryId {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Violation {
+    /// A node dropped a message as impossible from an honest peer
+    /// (`Metrics::messages_invalid`): the simulator's peers are all honest,
+    /// so one of them sent something Raft forbids.
+    InvalidMessage {
+        /// The node that dropped it.
+        node: NodeId,
+    },
     /// Election safety: two nodes became leader of one term.
     TwoLeaders {
         /// The term.

@@ -1441,6 +1441,9 @@ impl Cluster {
         let mut out = std::mem::take(&mut self.out_buf);
         out.clear();
         node.step_into(input, &mut out);
+        if node.metrics().messages_invalid > 0 {
+            self.fail(Violation::InvalidMessage { node: node_id(i) });
+        }
         if early_tick
             && out.iter().any(|o| matches!(o, Output::Send(_) | Output::RoleChanged { .. }))
         {

@@ -397,6 +397,12 @@ pub struct Metrics {
     pub learners_promoted: u64,
     /// Leadership transfers handed off by this node.
     pub transfers_completed: u64,
+    /// Messages dropped as impossible from an honest peer: an append whose
+    /// entries do not follow on from its anchor one index at a time, whose
+    /// terms go backwards or pass the message's term, or that contradicts
+    /// an entry this node knows committed. Always 0 unless a peer is broken
+    /// (or its disk was swapped under the same id).
+    pub messages_invalid: u64,
 }
 
 impl std::ops::AddAssign for Metrics {
@@ -422,6 +428,7 @@ impl std::ops::AddAssign for Metrics {
         self.config_changes_committed += o.config_changes_committed;
         self.learners_promoted += o.learners_promoted;
         self.transfers_completed += o.transfers_completed;
+        self.messages_invalid += o.messages_invalid;
     }
 }
 

@@ -166,6 +166,10 @@ impl Node {
         entries: EntryVec,
     ) {
         self.metrics.appends_received += 1;
+        if !self.append_is_well_formed(prev_index, prev_term, &entries) {
+            self.metrics.messages_invalid += 1;
+            return;
+        }
         self.follow(from);
         let me = self.cfg.id;
         let term = self.term;
@@ -202,12 +206,14 @@ impl Node {
             if !appending {
                 match self.log.term(e.index) {
                     Some(t) if t == e.term => continue,
+                    Some(_) if e.index <= self.commit => {
+                        // No honest leader contradicts a committed entry
+                        // (leader completeness): drop the whole append,
+                        // nothing of it was applied yet.
+                        self.metrics.messages_invalid += 1;
+                        return;
+                    }
                     Some(_) => {
-                        assert!(
-                            e.index > self.commit,
-                            "leader {from:?} conflicts with committed entry {:?}",
-                            e.index
-                        );
                         self.log.truncate_from(e.index);
                         self.note_truncated(e.index);
                     }
@@ -237,6 +243,34 @@ impl Node {
         if !had_entries || ack > self.acked || ack >= end {
             self.send_ack(from);
         }
+    }
+
+    /// Whether an append's entries could come from an honest leader of our
+    /// term: indices follow on from `prev_index` one at a time, terms never
+    /// go backwards from `prev_term` and none passes our term. Anything else
+    /// would corrupt the log (or make it unreadable at restart), so it is
+    /// dropped before it touches anything.
+    fn append_is_well_formed(
+        &self,
+        prev_index: LogIndex,
+        prev_term: Term,
+        entries: &[Entry],
+    ) -> bool {
+        if prev_term > self.term {
+            return false;
+        }
+        let (mut index, mut term) = (prev_index, prev_term);
+        for e in entries {
+            match index.0.checked_add(1) {
+                Some(next) if e.index.0 == next => {}
+                _ => return false,
+            }
+            if e.term < term || e.term > self.term {
+                return false;
+            }
+            (index, term) = (e.index, e.term);
+        }
+        true
     }
 
     /// Highest index we may acknowledge: durable, and known to match the
