@@ -6,11 +6,15 @@
 //! endpoint) and the health report. Invariants: watcher events leave the
 //! apply task in commit order, one bounded channel per watcher; a slow
 //! watcher delays only itself (its hub queue holds the overflow, then counts
-//! what it dropped); a closed watcher is unregistered.
+//! what it dropped), and the overflow follows once it has read its channel
+//! empty, writes or not; a dropped watcher is unregistered at the next
+//! registration or apply, so dropped ones never use up `watchers_max`.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -32,11 +36,21 @@ use crate::raft::{RaftHandle, RaftNode};
 #[derive(Debug)]
 pub struct KvApp {
     store: KvStore,
-    subscribers: BTreeMap<WatchId, mpsc::Sender<WatchItem>>,
+    subscribers: BTreeMap<WatchId, Subscriber>,
     /// Watchers with items left in the hub (their channel was full).
     backlog: Vec<WatchId>,
     ready: Vec<WatchId>,
     items: Vec<WatchItem>,
+    /// Watchers their owners dropped, to unregister.
+    dropped: Arc<Mutex<Vec<WatchId>>>,
+}
+
+/// A registered watcher's end of its channel.
+#[derive(Debug)]
+struct Subscriber {
+    tx: mpsc::Sender<WatchItem>,
+    /// Set while items wait in the hub for room in the channel.
+    waiting: Arc<AtomicBool>,
 }
 
 impl KvApp {
@@ -48,6 +62,7 @@ impl KvApp {
             backlog: Vec::new(),
             ready: Vec::new(),
             items: Vec::new(),
+            dropped: Arc::default(),
         }
     }
 
@@ -57,21 +72,37 @@ impl KvApp {
     }
 
     /// Registers a watcher whose events go to a channel of `capacity`.
+    /// Items that overflow the channel wait in the hub and move into it as
+    /// it drains: at each apply, and (for a watcher from
+    /// [`KvServer::watch`]) when [`Watcher::recv`] finds it empty.
     pub fn watch(&mut self, pattern: Pattern, capacity: usize) -> Result<Watcher> {
+        self.sweep();
         let id = self.store.watches_mut().watch(pattern)?;
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        self.subscribers.insert(id, tx);
-        Ok(Watcher { rx })
+        let waiting = Arc::new(AtomicBool::new(false));
+        self.subscribers.insert(id, Subscriber { tx, waiting: Arc::clone(&waiting) });
+        Ok(Watcher { rx, id, waiting, dropped: Arc::clone(&self.dropped), handle: None })
+    }
+
+    /// Unregisters the watchers dropped since the last sweep.
+    fn sweep(&mut self) {
+        let ids = std::mem::take(&mut *self.dropped.lock().unwrap_or_else(|e| e.into_inner()));
+        for id in ids {
+            self.subscribers.remove(&id);
+            let _ = self.store.watches_mut().unwatch(id);
+        }
     }
 
     /// Moves queued watcher items into their channels.
     fn deliver(&mut self) {
+        self.sweep();
         self.store.watches_mut().take_ready(&mut self.ready);
         self.ready.append(&mut self.backlog);
         self.ready.sort_unstable();
         self.ready.dedup();
         for id in self.ready.drain(..) {
-            let Some(tx) = self.subscribers.get(&id) else { continue };
+            let Some(sub) = self.subscribers.get(&id) else { continue };
+            let tx = &sub.tx;
             if tx.is_closed() {
                 self.subscribers.remove(&id);
                 let _ = self.store.watches_mut().unwatch(id);
@@ -87,7 +118,9 @@ impl KvApp {
                 // Cannot be full: at most `capacity()` items were drained.
                 let _ = tx.try_send(item);
             }
-            if hub.queued(id).unwrap_or(0) > 0 {
+            let left = hub.queued(id).unwrap_or(0) > 0;
+            sub.waiting.store(left, Ordering::Release);
+            if left {
                 self.backlog.push(id);
             }
         }
@@ -125,20 +158,54 @@ impl Application for KvApp {
 }
 
 /// A stream of committed changes to watched keys, in commit order.
-#[derive(Debug)]
+/// Dropping it unregisters the watch.
 pub struct Watcher {
     rx: mpsc::Receiver<WatchItem>,
+    id: WatchId,
+    /// Set by the apply task while items wait in the hub.
+    waiting: Arc<AtomicBool>,
+    dropped: Arc<Mutex<Vec<WatchId>>>,
+    /// Asks the apply task for items waiting in the hub; `None` for a
+    /// watcher registered on a bare [`KvApp`].
+    handle: Option<RaftHandle<KvApp>>,
 }
 
 impl Watcher {
-    /// The next item; `None` once the node stopped.
+    /// The next item; `None` once the node stopped. Items that overflowed
+    /// the channel are fetched once it is read empty, even if nothing more
+    /// is written.
     pub async fn recv(&mut self) -> Option<WatchItem> {
+        if let Ok(item) = self.rx.try_recv() {
+            return Some(item);
+        }
+        if let Some(handle) = &self.handle {
+            if self.waiting.swap(false, Ordering::AcqRel) {
+                // An error means the node stopped: `recv` below says so.
+                let _ = handle.read_local(KvApp::deliver).await;
+            }
+        }
         self.rx.recv().await
     }
 
-    /// The next item if one is ready.
+    /// The next item if one is in the channel (items waiting in the hub
+    /// come with the next apply or the next [`Watcher::recv`]).
     pub fn try_recv(&mut self) -> Option<WatchItem> {
         self.rx.try_recv().ok()
+    }
+}
+
+impl std::fmt::Debug for Watcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watcher")
+            .field("id", &self.id)
+            .field("waiting", &self.waiting.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.dropped.lock().unwrap_or_else(|e| e.into_inner()).push(self.id);
     }
 }
 
@@ -376,7 +443,9 @@ impl KvServer {
     pub async fn watch(&self, pattern: impl AsRef<[u8]>) -> Result<Watcher> {
         let pattern = Pattern::parse(pattern.as_ref());
         let cap = self.watch_capacity;
-        self.handle().read_local(move |app| app.watch(pattern, cap)).await?
+        let mut w = self.handle().read_local(move |app| app.watch(pattern, cap)).await??;
+        w.handle = Some(self.handle().clone());
+        Ok(w)
     }
 
     /// Stops the node and its ports.

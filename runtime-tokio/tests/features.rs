@@ -119,6 +119,36 @@ async fn watchers_fire_on_every_node_in_commit_order() {
     c.shutdown().await;
 }
 
+/// A watcher that fell behind gets the events that overflowed its channel
+/// once it reads it empty, though nothing more is written (they waited for
+/// the next write before), and dropped watchers free their places: with
+/// room for two, registering and dropping fifty works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_watcher_catches_up_while_idle_and_dropped_ones_are_unregistered() {
+    let c = Cluster::start_with(1, |cfg| {
+        cfg.limits.watch_channel_events_max = 4;
+        cfg.kv.watch.watchers_max = 2;
+    })
+    .await;
+    c.leader().await;
+    let n = c.node(1);
+    for _ in 0..50 {
+        drop(n.watch("gone").await.unwrap());
+    }
+    let mut w = n.watch("burst.**").await.unwrap();
+    let _other = n.watch("x").await.unwrap();
+    for i in 0..20u32 {
+        n.set(format!("burst.{i:02}"), "v").await.unwrap();
+    }
+    // The cluster is idle now; all 20 arrive, in order, within the deadline.
+    for i in 0..20u32 {
+        let item = tokio::time::timeout(DEADLINE, w.recv()).await.expect("event while idle");
+        let Some(WatchItem::Event(e)) = item else { panic!("event expected, got {item:?}") };
+        assert_eq!(e.key, Bytes::from(format!("burst.{i:02}")));
+    }
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_restart_keeps_every_acknowledged_write() {
     let mut c = Cluster::start(3).await;
