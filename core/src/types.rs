@@ -52,10 +52,11 @@ impl LogIndex {
     /// The index before the first entry of any log.
     pub const ZERO: LogIndex = LogIndex(0);
 
-    /// The next index.
+    /// The next index, saturating at `u64::MAX` (no log gets there; a
+    /// hostile peer's index may, and must not overflow).
     #[inline]
     pub fn next(self) -> LogIndex {
-        LogIndex(self.0 + 1)
+        LogIndex(self.0.saturating_add(1))
     }
 
     /// The previous index, saturating at zero.
@@ -69,10 +70,10 @@ impl Term {
     /// The term before any election.
     pub const ZERO: Term = Term(0);
 
-    /// The next term.
+    /// The next term, saturating at `u64::MAX` (as [`LogIndex::next`]).
     #[inline]
     pub fn next(self) -> Term {
-        Term(self.0 + 1)
+        Term(self.0.saturating_add(1))
     }
 }
 

@@ -892,3 +892,27 @@ fn an_append_contradicting_a_committed_entry_is_dropped_not_a_panic() {
     assert_eq!(n.status().commit, LogIndex(3));
     assert_eq!(n.status().last_index, LogIndex(3));
 }
+
+/// Votes from nodes outside the voter set are not counted (nor kept: the
+/// lists of voters heard were unbounded), and a reject carrying the largest
+/// possible hint does not overflow (a debug-build panic before).
+#[test]
+fn votes_from_non_voters_and_extreme_hints_are_harmless() {
+    let mut n = candidate(5);
+    let term = n.term().0;
+    for from in 100..200 {
+        n.step(vote_resp(from, term, true));
+    }
+    assert_eq!(n.role(), Role::Candidate, "strangers' votes elected a leader");
+    n.step(vote_resp(2, term, true));
+    n.step(vote_resp(3, term, true));
+    assert_eq!(n.role(), Role::Leader);
+    let reject = MessageBody::AppendResp {
+        success: false,
+        index: LogIndex(1),
+        hint_index: LogIndex(u64::MAX),
+        hint_term: Term::ZERO,
+    };
+    n.step(msg(2, 1, term, reject));
+    assert_eq!(n.role(), Role::Leader);
+}

@@ -398,8 +398,9 @@ impl Node {
         if !expected && !pre_vote_refusal {
             return;
         }
-        // Count distinct voters: a replayed reply must not count twice.
-        if self.granted.contains(&from) || self.refused.contains(&from) {
+        // Count distinct voters: a replayed reply must not count twice, and
+        // only voters (which also bounds the lists by the voter count).
+        if !self.is_voter(from) || self.granted.contains(&from) || self.refused.contains(&from) {
             return;
         }
         if granted {

@@ -36,7 +36,7 @@ pub(crate) fn vote_result(voters: usize, granted: usize, refused: usize) -> Vote
     let need = majority(voters);
     if granted >= need {
         VoteResult::Won
-    } else if refused > voters - need {
+    } else if refused > voters.saturating_sub(need) {
         VoteResult::Lost
     } else {
         VoteResult::Pending
