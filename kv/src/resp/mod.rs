@@ -146,6 +146,39 @@ pub fn fuzz_check(data: &[u8]) {
         }
         rest = &rest[frame.consumed..];
     }
+    // The resumable parser, fed in pieces (sized by the first byte), finds
+    // the same commands and ends the same way (incomplete, or the same
+    // error) as one stateless pass over the whole input.
+    let whole = {
+        let (mut buf, mut got) = (bytes::BytesMut::from(data), Vec::new());
+        loop {
+            match split_command(&mut buf, &limits) {
+                Ok(Some(args)) => got.push(args),
+                end => break (got, end.map(|_| ())),
+            }
+        }
+    };
+    let chunk = 1 + usize::from(data.first().copied().unwrap_or(0) % 23);
+    let pieces = {
+        let (mut parser, mut buf, mut got) =
+            (RequestParser::new(), bytes::BytesMut::new(), Vec::new());
+        let mut end = Ok(());
+        'feed: for piece in data.chunks(chunk) {
+            buf.extend_from_slice(piece);
+            loop {
+                match parser.split(&mut buf, &limits) {
+                    Ok(Some(args)) => got.push(args),
+                    Ok(None) => break,
+                    Err(e) => {
+                        end = Err(e);
+                        break 'feed;
+                    }
+                }
+            }
+        }
+        (got, end)
+    };
+    assert_eq!(pieces, whole, "the resumable parser differs from one pass");
     if let Ok(Some((reply, used))) = parse_reply(data, &limits) {
         assert!(used > 0 && used <= data.len(), "bad consumed count");
         let mut again = Vec::new();
