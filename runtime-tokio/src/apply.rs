@@ -36,6 +36,15 @@ pub trait Application: StateMachine<Response: Clone + Send + 'static> + Send + '
 
     /// Called after each batch of entries (or a restore) is applied.
     fn after_apply(&mut self) {}
+
+    /// About how many bytes `response` holds on the heap. Responses of
+    /// recently applied entries are kept for proposals whose waiter
+    /// registers late (forwarded ones), at most 4,096 of them and, by this
+    /// measure, 64 MiB; the default 0 bounds them by number only.
+    fn response_bytes(response: &Self::Response) -> usize {
+        let _ = response;
+        0
+    }
 }
 
 /// The counter of `xraft_kv` runs as is: the default `apply_entry` and no
@@ -103,6 +112,9 @@ pub(crate) enum ApplyJob<A: Application> {
 /// Responses of recently applied entries kept for waiters that register late
 /// (a forwarded proposal's answer can arrive after its entries applied).
 const RECENT_MAX: usize = 4096;
+/// ... and at most this many bytes of them, by
+/// [`Application::response_bytes`].
+const RECENT_BYTES_MAX: usize = 64 << 20;
 /// Jobs taken per wake-up before `Applied` is published.
 const JOBS_PER_BATCH_MAX: usize = 256;
 
@@ -130,7 +142,9 @@ pub(crate) struct Applier<A: Application> {
 }
 
 struct State<R> {
-    recent: VecDeque<(LogIndex, Term, Option<R>)>,
+    recent: VecDeque<(LogIndex, Term, Option<R>, usize)>,
+    /// Bytes the responses in `recent` hold.
+    recent_bytes: usize,
     /// Keyed by (first index, term): proposals of different terms may overlap.
     waiters: BTreeMap<(LogIndex, Term), Waiter<R>>,
     done: Vec<(LogIndex, Term)>,
@@ -138,7 +152,12 @@ struct State<R> {
 
 impl<A: Application> Applier<A> {
     pub(crate) async fn run(mut self) {
-        let mut st = State { recent: VecDeque::new(), waiters: BTreeMap::new(), done: Vec::new() };
+        let mut st = State {
+            recent: VecDeque::new(),
+            recent_bytes: 0,
+            waiters: BTreeMap::new(),
+            done: Vec::new(),
+        };
         let mut batch = Vec::with_capacity(JOBS_PER_BATCH_MAX);
         let mut rounds = 0u64;
         loop {
@@ -182,7 +201,8 @@ impl<A: Application> Applier<A> {
                         EntryKind::Noop | EntryKind::Config => None,
                     };
                     self.applied = e.index;
-                    on_applied(st, e.index, e.term, resp);
+                    let bytes = resp.as_ref().map_or(0, A::response_bytes);
+                    on_applied(st, e.index, e.term, resp, bytes);
                 }
             }
             ApplyJob::Wait { term, first, last, reply } => {
@@ -197,7 +217,7 @@ impl<A: Application> Applier<A> {
                         w.reply.fail(ProposeError::Timeout.into());
                         return Ok(());
                     }
-                    let (_, t, resp) = &st.recent[(w.next.0 - front.0) as usize];
+                    let (_, t, resp, _) = &st.recent[(w.next.0 - front.0) as usize];
                     if *t != w.term {
                         w.reply.fail(ProposeError::LeadershipLost.into());
                         return Ok(());
@@ -309,6 +329,7 @@ impl<A: Application> Applier<A> {
         info!(node = self.node_id, index = meta.index.0, "state restored from a snapshot");
         self.applied = self.applied.max(meta.index);
         st.recent.clear();
+        st.recent_bytes = 0;
         // Proposals whose entries the snapshot covers: outcome unknown.
         let covered: Vec<_> =
             st.waiters.range(..(meta.index.next(), Term(0))).map(|(k, _)| *k).collect();
@@ -322,7 +343,13 @@ impl<A: Application> Applier<A> {
 }
 
 /// Records an applied entry and advances the waiters it concerns.
-fn on_applied<R: Clone>(st: &mut State<R>, index: LogIndex, term: Term, resp: Option<R>) {
+fn on_applied<R: Clone>(
+    st: &mut State<R>,
+    index: LogIndex,
+    term: Term,
+    resp: Option<R>,
+    bytes: usize,
+) {
     if !st.waiters.is_empty() {
         for (key, w) in st.waiters.range_mut(..(index.next(), Term(0))) {
             if w.next != index {
@@ -353,10 +380,15 @@ fn on_applied<R: Clone>(st: &mut State<R>, index: LogIndex, term: Term, resp: Op
             }
         }
     }
-    if st.recent.len() == RECENT_MAX {
-        st.recent.pop_front();
+    while st.recent.len() >= RECENT_MAX
+        || (!st.recent.is_empty() && st.recent_bytes + bytes > RECENT_BYTES_MAX)
+    {
+        if let Some((_, _, _, b)) = st.recent.pop_front() {
+            st.recent_bytes -= b;
+        }
     }
-    st.recent.push_back((index, term, resp));
+    st.recent_bytes += bytes;
+    st.recent.push_back((index, term, resp, bytes));
 }
 
 fn finish<R>(w: Waiter<R>) {
@@ -368,5 +400,42 @@ fn finish<R>(w: Waiter<R>) {
             }
         }
         Reply::Unit(tx) => drop(tx.send(Ok(()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> State<u32> {
+        State {
+            recent: VecDeque::new(),
+            recent_bytes: 0,
+            waiters: BTreeMap::new(),
+            done: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn recent_responses_are_bounded_by_count_and_bytes() {
+        let mut st = state();
+        for i in 1..=5_000u64 {
+            on_applied(&mut st, LogIndex(i), Term(1), Some(7), 0);
+        }
+        assert_eq!(st.recent.len(), RECENT_MAX);
+        assert_eq!(st.recent.front().map(|r| r.0), Some(LogIndex(5_000 - RECENT_MAX as u64 + 1)));
+
+        // Large responses: the oldest go once the bytes would pass the bound.
+        let big = 10 << 20;
+        for i in 5_001..=5_020u64 {
+            on_applied(&mut st, LogIndex(i), Term(1), Some(8), big);
+            assert!(st.recent_bytes <= RECENT_BYTES_MAX, "{} bytes kept", st.recent_bytes);
+        }
+        assert_eq!(st.recent_bytes, RECENT_BYTES_MAX / big * big);
+        assert_eq!(st.recent.back().map(|r| r.0), Some(LogIndex(5_020)));
+        // One response over the bound alone is still kept (the newest).
+        on_applied(&mut st, LogIndex(5_021), Term(1), Some(9), RECENT_BYTES_MAX + 1);
+        assert_eq!(st.recent.len(), 1);
+        assert_eq!(st.recent_bytes, RECENT_BYTES_MAX + 1);
     }
 }

@@ -155,6 +155,19 @@ impl Application for KvApp {
             self.deliver();
         }
     }
+
+    /// Values a read in a write group returned (they stay alive while the
+    /// response is kept, even once overwritten in the store).
+    fn response_bytes(response: &KvResponse) -> usize {
+        match response {
+            KvResponse::Value(Some(v)) => v.len(),
+            KvResponse::Values(vs) => vs
+                .iter()
+                .map(|v| std::mem::size_of::<Option<Bytes>>() + v.as_ref().map_or(0, Bytes::len))
+                .sum(),
+            _ => 0,
+        }
+    }
 }
 
 /// A stream of committed changes to watched keys, in commit order.
