@@ -77,6 +77,15 @@ pub struct Limits {
     pub requests_queue_max: usize,
     /// Peer messages queued for the node task.
     pub peer_inbound_queue_max: usize,
+    /// Bytes of peer messages received but not yet stepped, over all peer
+    /// connections (each message weighed by its frame plus its decoded
+    /// entries); a connection over the budget waits, and TCP pushes back on
+    /// its sender. An honest leader keeps at most `inflight_bytes_max` in
+    /// flight to a follower, far below the default (64 MiB).
+    pub peer_inbound_bytes_max: usize,
+    /// Concurrent inbound peer connections; one more is closed at once,
+    /// with a log line (default 1,024).
+    pub peer_connections_max: usize,
     /// Messages queued for one peer; further ones are dropped (Raft copes).
     pub peer_outbound_queue_max: usize,
     /// Bytes one peer write gathers from the queue before writing.
@@ -100,6 +109,8 @@ impl Default for Limits {
         Limits {
             requests_queue_max: 4096,
             peer_inbound_queue_max: 4096,
+            peer_inbound_bytes_max: 64 << 20,
+            peer_connections_max: 1024,
             peer_outbound_queue_max: 4096,
             peer_write_batch_bytes_max: 4 << 20,
             disk_queue_max: 1024,
@@ -180,6 +191,8 @@ impl ServerConfig {
         for (n, what) in [
             (l.requests_queue_max, "requests_queue_max"),
             (l.peer_inbound_queue_max, "peer_inbound_queue_max"),
+            (l.peer_inbound_bytes_max, "peer_inbound_bytes_max"),
+            (l.peer_connections_max, "peer_connections_max"),
             (l.peer_outbound_queue_max, "peer_outbound_queue_max"),
             (l.peer_write_batch_bytes_max, "peer_write_batch_bytes_max"),
             (l.disk_queue_max, "disk_queue_max"),

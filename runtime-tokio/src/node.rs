@@ -240,7 +240,9 @@ impl<A: Application> Loop<A> {
 
     fn inbound(&mut self, m: Inbound) {
         match m {
-            Inbound::Message(msg) => self.step(Input::Message(msg)),
+            // The message's share of the inbound byte budget returns once
+            // it is stepped (its entries are the core's to bound from then).
+            Inbound::Message(msg, _budget) => self.step(Input::Message(msg)),
             Inbound::Hello { from, addr } => self.peers.learn(from, addr),
         }
     }

@@ -138,6 +138,8 @@ impl<A: Application> RaftNode<A> {
             handshake_timeout: Duration::from_millis(config.rpc_timeout_ms.max(1)),
             queue_max: limits.peer_outbound_queue_max,
             write_batch_bytes_max: limits.peer_write_batch_bytes_max,
+            inbound_bytes_max: limits.peer_inbound_bytes_max,
+            connections_max: limits.peer_connections_max,
         };
         let addrs: BTreeMap<NodeId, String> = config
             .initial_members

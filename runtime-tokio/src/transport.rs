@@ -15,14 +15,20 @@
 //! `frame_bytes_max` before it is buffered; any bad frame closes that
 //! connection with a logged reason and nothing else; a full peer queue drops
 //! the message (Raft tolerates loss); nothing here blocks the node task.
+//! Inbound connections are capped (`peer_connections_max`; one more is
+//! closed at once), and received messages not yet stepped hold shares of a
+//! byte budget (`peer_inbound_bytes_max`, each weighed by frame plus
+//! decoded entries): a connection waiting for a share reads nothing more.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 use xraft::wire::{decode_frame, encode_frame};
 use xraft::{Message, NodeId};
@@ -42,8 +48,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 pub(crate) enum Inbound {
     /// A peer connected and said where it can be reached.
     Hello { from: NodeId, addr: String },
-    /// A message from a peer.
-    Message(Message),
+    /// A message from a peer, with its share of the inbound byte budget
+    /// (returned when dropped, once the node task stepped it).
+    Message(Message, OwnedSemaphorePermit),
 }
 
 /// Settings shared by every connection.
@@ -56,6 +63,10 @@ pub(crate) struct TransportConfig {
     pub handshake_timeout: Duration,
     pub queue_max: usize,
     pub write_batch_bytes_max: usize,
+    /// See `Limits::peer_inbound_bytes_max`.
+    pub inbound_bytes_max: usize,
+    /// See `Limits::peer_connections_max`.
+    pub connections_max: usize,
 }
 
 /// The node task's side: one bounded queue per peer.
@@ -256,6 +267,8 @@ pub(crate) async fn listen(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = AcceptBackoff::new("peer");
+    let budget = Arc::new(Semaphore::new(cfg.inbound_bytes_max.min(Semaphore::MAX_PERMITS)));
+    let slots = Arc::new(Semaphore::new(cfg.connections_max.min(Semaphore::MAX_PERMITS)));
     loop {
         let (stream, remote) = tokio::select! {
             _ = shutdown.changed() => return,
@@ -270,16 +283,23 @@ pub(crate) async fn listen(
             },
         };
         backoff.ok();
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            warn!(node = cfg.me.0, %remote, max = cfg.connections_max, "too many peer connections; closed");
+            drop(stream);
+            continue;
+        };
         let (cfg, inbound, mut shutdown) = (cfg.clone(), inbound.clone(), shutdown.clone());
+        let budget = Arc::clone(&budget);
         tokio::spawn(async move {
             tokio::select! {
                 _ = shutdown.changed() => {}
-                r = serve_peer(&cfg, stream, &inbound) => {
+                r = serve_peer(&cfg, stream, &inbound, &budget) => {
                     if let Err(reason) = r {
                         warn!(node = cfg.me.0, %remote, %reason, "closed peer connection");
                     }
                 }
             }
+            drop(slot);
         });
     }
 }
@@ -289,6 +309,7 @@ async fn serve_peer(
     cfg: &TransportConfig,
     mut s: TcpStream,
     inbound: &mpsc::Sender<Inbound>,
+    budget: &Arc<Semaphore>,
 ) -> Result<(), String> {
     let _ = s.set_nodelay(true);
     keepalive(&s);
@@ -324,7 +345,13 @@ async fn serve_peer(
                             msg.from, msg.to
                         ));
                     }
-                    if inbound.send(Inbound::Message(msg)).await.is_err() {
+                    // Wait for room in the byte budget: meanwhile this
+                    // connection reads nothing more, so its sender slows.
+                    let weight = inbound_weight(&msg, used, cfg.inbound_bytes_max);
+                    let Ok(share) = Arc::clone(budget).acquire_many_owned(weight).await else {
+                        return Ok(());
+                    };
+                    if inbound.send(Inbound::Message(msg, share)).await.is_err() {
                         return Ok(());
                     }
                 }
@@ -341,6 +368,20 @@ async fn serve_peer(
             Err(e) => return Err(e.to_string()),
         }
     }
+}
+
+/// A received message's weight in the inbound byte budget: its frame,
+/// plus what its entries take decoded (a frame of many tiny entries takes
+/// many times its size in memory). At most the whole budget, so any
+/// message can get through.
+fn inbound_weight(msg: &Message, frame_bytes: usize, budget: usize) -> u32 {
+    let entries = match &msg.body {
+        xraft::MessageBody::Append { entries, .. } => entries.len(),
+        _ => 0,
+    };
+    let bytes =
+        frame_bytes.saturating_add(entries.saturating_mul(std::mem::size_of::<xraft::Entry>()));
+    u32::try_from(bytes.min(budget).min(Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX)
 }
 
 async fn read_hello(cfg: &TransportConfig, s: &mut TcpStream) -> Result<(NodeId, String), String> {

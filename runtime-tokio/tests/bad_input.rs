@@ -223,3 +223,33 @@ async fn redis_cli_works_against_any_node() {
     assert_eq!(c.node(leader).get_linear("k0").await.unwrap(), None);
     c.shutdown().await;
 }
+
+/// Peer connections beyond `peer_connections_max` are closed at once, and a
+/// peer byte budget far smaller than one message (each message then takes
+/// the whole budget) slows replication but never blocks it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_connections_and_inbound_bytes_are_bounded() {
+    let c = Cluster::start_with(3, |cfg| {
+        cfg.limits.peer_connections_max = 2;
+        cfg.limits.peer_inbound_bytes_max = 4 << 10;
+    })
+    .await;
+    let leader = c.leader().await;
+    still_serves(&c, 1).await;
+    // Both slots of the leader hold its two followers (which dial it to
+    // answer): a third connection is closed before any handshake.
+    let mut s = TcpStream::connect(&c.slots[leader as usize - 1].peer).await.unwrap();
+    let _ = s.write_all(&hello(1, PEER_PROTOCOL_VERSION, 9, leader)).await;
+    let answer = read_to_close(&mut s).await;
+    assert!(answer.is_empty(), "{answer:?}");
+    // Values far over the 4 KiB budget still replicate to every node.
+    let big = Bytes::from(vec![b'x'; 64 << 10]);
+    for i in 0..20 {
+        c.node(1).set(format!("big{i}"), big.clone()).await.unwrap();
+    }
+    for n in c.running() {
+        assert_eq!(n.get_linear("big19").await.unwrap(), Some(big.clone()));
+    }
+    still_serves(&c, 2).await;
+    c.shutdown().await;
+}
