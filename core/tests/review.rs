@@ -893,9 +893,12 @@ fn an_append_contradicting_a_committed_entry_is_dropped_not_a_panic() {
     assert_eq!(n.status().last_index, LogIndex(3));
 }
 
-/// Votes from nodes outside the voter set are not counted (nor kept: the
-/// lists of voters heard were unbounded), and a reject carrying the largest
-/// possible hint does not overflow (a debug-build panic before).
+/// Votes from nodes outside the voter set do not count (they never did;
+/// they are now also not kept, which this test cannot observe), a reject
+/// carrying the largest possible hint does not overflow (a debug-build
+/// panic before), and a message of the last term is dropped rather than
+/// adopted: a node there could only campaign by voting a second time in
+/// that term (the review of the saturating successor found it).
 #[test]
 fn votes_from_non_voters_and_extreme_hints_are_harmless() {
     let mut n = candidate(5);
@@ -915,4 +918,9 @@ fn votes_from_non_voters_and_extreme_hints_are_harmless() {
     };
     n.step(msg(2, 1, term, reject));
     assert_eq!(n.role(), Role::Leader);
+
+    let invalid = n.metrics().messages_invalid;
+    n.step(msg(2, 1, u64::MAX, MessageBody::Heartbeat { commit: LogIndex(1), ctx: 0 }));
+    assert_eq!((n.role(), n.term()), (Role::Leader, Term(term)), "the last term was adopted");
+    assert_eq!(n.metrics().messages_invalid, invalid + 1);
 }

@@ -84,7 +84,10 @@ pub struct Limits {
     /// flight to a follower, far below the default (64 MiB).
     pub peer_inbound_bytes_max: usize,
     /// Concurrent inbound peer connections; one more is closed at once,
-    /// with a log line (default 1,024).
+    /// with a log line (default 1,024). A connection holds its place from
+    /// accept to close, handshake included, and a crashed peer's half-open
+    /// one until TCP keepalive reclaims it (about 50 s): keep this well
+    /// above the member count.
     pub peer_connections_max: usize,
     /// Messages queued for one peer; further ones are dropped (Raft copes).
     pub peer_outbound_queue_max: usize,

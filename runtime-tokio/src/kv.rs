@@ -192,8 +192,11 @@ impl Watcher {
             return Some(item);
         }
         if let Some(handle) = &self.handle {
-            if self.waiting.swap(false, Ordering::AcqRel) {
-                // An error means the node stopped: `recv` below says so.
+            // The flag stays set until a delivery left nothing waiting, so a
+            // request that failed (a full queue timing out) or was
+            // cancelled with this future is made again by the next `recv`.
+            // With the channel empty, a delivery always makes progress.
+            if self.waiting.load(Ordering::Acquire) {
                 let _ = handle.read_local(KvApp::deliver).await;
             }
         }

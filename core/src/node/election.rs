@@ -107,6 +107,12 @@ impl Node {
     }
 
     pub(super) fn become_candidate(&mut self) {
+        // The last term has no successor: campaigning would vote a second
+        // time in it. Only a broken peer gets a node there (`check_term`
+        // drops messages of that term), and such a node waits as follower.
+        if self.term == Term(u64::MAX) {
+            return;
+        }
         self.metrics.elections_started += 1;
         self.role = Role::Candidate;
         self.term = self.term.next();
@@ -230,6 +236,12 @@ impl Node {
     /// Applies the term rules to `m`; returns false if `m` must be dropped.
     fn check_term(&mut self, m: &Message) -> bool {
         use MessageBody::*;
+        if m.term == Term(u64::MAX) {
+            // No honest node gets there (it has no successor to campaign
+            // in): a broken peer's, dropped before it is adopted.
+            self.metrics.messages_invalid += 1;
+            return false;
+        }
         if m.term > self.term {
             if let Some(t) = &mut self.transfer {
                 t.deposed_by = Some(m.from);
