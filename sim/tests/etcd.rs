@@ -296,6 +296,94 @@ fn partial_a_rejoining_node_does_not_raise_the_majority_term() {
     }
 }
 
+// ----- partial connectivity that never heals (liveness asserted) -----
+
+/// Every node's term.
+fn terms(c: &Cluster) -> Vec<Term> {
+    (0..c.len()).map(|i| term(c, i)).collect()
+}
+
+/// For `rounds` half-seconds with the faults in place: a command commits
+/// on at least `servers` nodes each round, one node leads throughout and
+/// no term changes (no churn, no livelock).
+fn stays_live(c: &mut Cluster, seed: u64, servers: usize, rounds: u64) {
+    let (leader, before) = (c.leader(), terms(c));
+    assert!(leader.is_some(), "seed {seed}: no leader to start from");
+    for k in 0..rounds {
+        c.one(100 + k, servers, true);
+        c.run_for_ms(500);
+        assert_eq!(c.leader(), leader, "seed {seed}: the leader changed in round {k}");
+    }
+    assert_eq!(terms(c), before, "seed {seed}: terms changed under a steady fault");
+}
+
+/// TigerBeetle/Jepsen asymmetric link: a follower that can send but never
+/// receive hears no leader, so it keeps trying PreVote; the others, hearing
+/// the leader, refuse it, so no term rises and the majority stays live.
+#[test]
+fn partial_a_send_only_follower_never_disrupts_the_majority() {
+    for seed in seeds() {
+        let mut c = cluster(5, 0, seed);
+        let l = c.check_one_leader();
+        c.one(1, 5, true);
+        let x = (l + 1) % 5;
+        for j in 0..5 {
+            if j != x {
+                c.net_mut().set_cut(j, x, true);
+            }
+        }
+        stays_live(&mut c, seed, 4, 10);
+        assert!(c.node(x).expect("up").metrics().pre_votes_started > 0, "x never tried");
+    }
+}
+
+/// A leader that can receive but never send: the others stop hearing it
+/// and elect a new leader, whose messages reach the old one and depose it;
+/// then the cluster stays live with no more term changes.
+#[test]
+fn partial_a_receive_only_leader_is_replaced_once_and_for_all() {
+    for seed in seeds() {
+        let mut c = cluster(5, 0, seed);
+        let l = c.check_one_leader();
+        c.one(1, 5, true);
+        for j in 0..5 {
+            if j != l {
+                c.net_mut().set_cut(l, j, true);
+            }
+        }
+        let replaced = run_until(&mut c, 3_000, |c| {
+            c.leader().is_some_and(|x| x != l) && role(c, l) != Role::Leader
+        });
+        assert!(replaced, "seed {seed}: the mute leader was not replaced");
+        c.one(2, 4, true);
+        c.run_for_ms(1_000);
+        stays_live(&mut c, seed, 4, 10);
+    }
+}
+
+/// OmniPaxos "chained" topology on three nodes: A and C cannot reach each
+/// other, B reaches both. Whoever leads once it settles keeps leading and
+/// commits with B; the node that cannot hear the leader never raises its
+/// term (its PreVote finds B inside the leader's lease).
+#[test]
+fn partial_a_chained_cluster_settles_and_stays_live() {
+    for seed in seeds() {
+        let mut c = cluster(3, 0, seed);
+        let l = c.check_one_leader();
+        c.one(1, 3, true);
+        // Cut the leader from one follower (or, half the seeds, the two
+        // followers from each other): the leader or the bridge is B.
+        let (a, b) = if seed % 2 == 0 { (l, (l + 1) % 3) } else { ((l + 1) % 3, (l + 2) % 3) };
+        c.net_mut().set_cut(a, b, true);
+        c.net_mut().set_cut(b, a, true);
+        let settled = run_until(&mut c, 3_000, |c| c.leader().is_some());
+        assert!(settled, "seed {seed}: no leader after the cut");
+        c.one(2, 2, true);
+        c.run_for_ms(1_000);
+        stays_live(&mut c, seed, 2, 10);
+    }
+}
+
 // ----- leadership transfer -----
 
 /// etcd `TestLeaderTransferToUpToDateNode`: the target takes over within an
