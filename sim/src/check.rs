@@ -152,6 +152,16 @@ pub enum Violation {
         /// Vote after.
         to: Option<NodeId>,
     },
+    /// A node sent a promise before the state it promises was durable: a
+    /// granted vote or a vote request whose (term, vote) was not on disk,
+    /// an acknowledgement of entries past its durable log, or any message
+    /// of a term its disk did not yet hold.
+    PromiseNotDurable {
+        /// The sender.
+        node: NodeId,
+        /// What was sent, and what the disk held.
+        what: String,
+    },
     /// An acknowledged write is missing or different on a node at the end,
     /// or was acknowledged with an entry other than the committed one.
     AckedLost {

@@ -1519,6 +1519,53 @@ impl Cluster {
         self.history.push(e.data.clone());
     }
 
+    /// Checks, as `msg` leaves node `i`, that what it promises is durable
+    /// on `i`'s disk (the model's, which a crash keeps): its term, a vote
+    /// it grants or asks for, the entries it acknowledges. Returns what is
+    /// wrong. PreVote messages promise nothing and carry a prospective term.
+    fn promise_not_durable(&self, i: usize, msg: &Message) -> Option<String> {
+        let disk = &self.slots[i].disk;
+        let hs = disk.hard_state();
+        let prospective = matches!(
+            msg.body,
+            MessageBody::RequestVote { pre_vote: true, .. }
+                | MessageBody::RequestVoteResp { pre_vote: true, .. }
+        );
+        if !prospective && msg.term > hs.term {
+            return Some(format!(
+                "{} in term {:?}, durable term {:?}",
+                msg.body.name(),
+                msg.term,
+                hs.term
+            ));
+        }
+        // A later durable term also keeps the promise: no node acts in a
+        // term again once its durable term passed it (a held vote may leave
+        // after a later term's write completed in the same group).
+        let voted =
+            |who: NodeId| hs.term > msg.term || (hs.term == msg.term && hs.vote == Some(who));
+        let vote_ok = voted(msg.to);
+        match msg.body {
+            MessageBody::RequestVoteResp { pre_vote: false, granted: true } if !vote_ok => {
+                Some(format!("vote for {:?} in {:?}, durable {hs:?}", msg.to, msg.term))
+            }
+            MessageBody::RequestVote { pre_vote: false, .. } if !voted(msg.from) => {
+                Some(format!("vote request in {:?}, durable {hs:?}", msg.term))
+            }
+            MessageBody::AppendResp { success: true, index, .. }
+            | MessageBody::HeartbeatResp { index, .. }
+                if index > disk.last_index() =>
+            {
+                Some(format!(
+                    "{} acknowledging {index:?}, durable last index {:?}",
+                    msg.body.name(),
+                    disk.last_index()
+                ))
+            }
+            _ => None,
+        }
+    }
+
     fn handle_output(&mut self, i: usize, o: Output) {
         match o {
             Output::Send(msg) => self.send(i, msg),
@@ -1844,6 +1891,9 @@ impl Cluster {
     }
 
     fn send(&mut self, i: usize, msg: Message) {
+        if let Some(what) = self.promise_not_durable(i, &msg) {
+            self.fail(Violation::PromiseNotDurable { node: node_id(i), what });
+        }
         self.stats.msgs_sent += 1;
         if !msg.body.name().ends_with("Resp") {
             self.stats.requests_sent += 1;

@@ -28,7 +28,8 @@ fn ack_before_fsync_is_caught() {
         assert!(
             matches!(
                 v,
-                Violation::CommitWithoutDurableQuorum { .. }
+                Violation::PromiseNotDurable { .. }
+                    | Violation::CommitWithoutDurableQuorum { .. }
                     | Violation::AckedLost { .. }
                     | Violation::ApplyDivergence { .. }
                     | Violation::CommitDivergence { .. }
