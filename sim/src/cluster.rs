@@ -115,6 +115,10 @@ pub enum Canary {
     /// The application reports a snapshot taken without making it durable
     /// (class 18/30: the snapshot and the log's compaction disagree).
     SnapshotNotDurable,
+    /// The runtime tells every seventh client write proposed on a node that
+    /// it was refused (as if `NotLeader`), though it is in the log (class
+    /// 34/35: a client told "not done" for a write that takes effect).
+    FalseRefusal,
 }
 
 /// Everything that shapes a cluster run besides the scripted operations.
@@ -1608,6 +1612,12 @@ impl Cluster {
                         }
                         for (k, op) in ops.into_iter().enumerate() {
                             let ix = LogIndex(first.0 + k as u64);
+                            if self.cfg.canary == Canary::FalseRefusal && ix.0.is_multiple_of(7) {
+                                if let Some(op) = op {
+                                    self.ops[op].state = OpState::Failed;
+                                }
+                                continue;
+                            }
                             self.slots[i].proposals.insert(ix, Pending { term, op });
                         }
                     }

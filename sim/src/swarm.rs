@@ -811,6 +811,21 @@ impl SeedRun {
     fn check_linearizable(&mut self) {
         let history = self.cluster.history();
         let committed = self.cluster.committed_writes();
+        // A write answered with a definite refusal (or whose entry another
+        // term's took) must never take effect: values are unique, so none
+        // of them may be in the committed log (exactly-once's first half).
+        let refused: std::collections::BTreeSet<_> = self
+            .cluster
+            .ops()
+            .iter()
+            .filter(|o| o.state == crate::cluster::OpState::Failed)
+            .filter_map(|o| o.write.map(|v| (o.key, v)))
+            .collect();
+        if let Some((index, kv)) = committed.iter().find(|(_, kv)| refused.contains(kv)) {
+            let what = format!("write {kv:?} was refused but committed at {index:?}");
+            self.cluster.fail(Violation::NotLinearizable { what });
+            return;
+        }
         if let Err(v) = crate::linear::check_by_index(&history, &committed) {
             self.cluster.fail(Violation::NotLinearizable { what: format!("by index: {v:?}") });
             return;

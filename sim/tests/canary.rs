@@ -78,3 +78,15 @@ fn a_snapshot_reported_before_it_is_durable_is_caught() {
         );
     }
 }
+
+#[test]
+fn a_write_reported_refused_but_committed_is_caught() {
+    let found = first_failures(Canary::FalseRefusal, 20);
+    assert!(!found.is_empty(), "a refused write that took effect went unnoticed in 20 seeds");
+    for (seed, v) in &found {
+        assert!(
+            matches!(v, Violation::NotLinearizable { what } if what.contains("refused")),
+            "seed {seed}: unexpected {v}"
+        );
+    }
+}
