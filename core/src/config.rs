@@ -56,6 +56,12 @@ pub struct Config {
     pub propose_timeout_ticks: u32,
     /// Most requests a follower holds while forwarding (default 10,000).
     pub forward_pending_max: usize,
+    /// Forwarded proposals a leader remembers, by (sender, request), to drop
+    /// a second copy the network delivers (default 100,000; at least
+    /// `forward_pending_max`). A copy arriving after this many later
+    /// forwarded proposals would be appended again: TCP never duplicates,
+    /// so this matters only on a transport that may.
+    pub forward_dedup_max: usize,
     /// Most read-index requests waiting for confirmation (default 10,000).
     pub reads_pending_max: usize,
     /// Take a snapshot once the in-memory log holds more entries than this;
@@ -97,6 +103,7 @@ impl Config {
             forward_requests: true,
             propose_timeout_ticks: 300,
             forward_pending_max: 10_000,
+            forward_dedup_max: 100_000,
             reads_pending_max: 10_000,
             snapshot_threshold_entries: 100_000,
             snapshot_min_retention_entries: 10_000,
@@ -143,6 +150,10 @@ impl Config {
         )?;
         check(self.propose_timeout_ticks >= 1, "propose_timeout_ticks must be >= 1")?;
         check(self.forward_pending_max >= 1, "forward_pending_max must be >= 1")?;
+        check(
+            self.forward_dedup_max >= self.forward_pending_max,
+            "forward_dedup_max must be >= forward_pending_max",
+        )?;
         check(self.reads_pending_max >= 1, "reads_pending_max must be >= 1")?;
         check(self.snapshot_threshold_entries >= 1, "snapshot_threshold_entries must be >= 1")?;
         check(

@@ -924,3 +924,45 @@ fn votes_from_non_voters_and_extreme_hints_are_harmless() {
     assert_eq!((n.role(), n.term()), (Role::Leader, Term(term)), "the last term was adopted");
     assert_eq!(n.metrics().messages_invalid, invalid + 1);
 }
+
+/// A leader drops a second copy of a forwarded proposal that the network
+/// delivers after other forwarded proposals, even with a one-request
+/// `forward_pending_max`: the memory of forwarded proposals had that bound
+/// (one follower's own), so the copy found its first forgotten and was
+/// appended twice, a client's write executed twice (found by the simulator
+/// with small bounds, seed 6496).
+#[test]
+fn a_late_duplicate_forward_is_not_appended_twice() {
+    let mut n = solo(1, 3, &|c| {
+        c.pre_vote = false;
+        c.forward_pending_max = 1;
+    });
+    let mut out = Vec::new();
+    while n.role() != Role::Candidate {
+        out.extend(n.step(Input::Tick));
+    }
+    persisted(&mut n, write_of(&out).expect("term written").id);
+    n.step(vote_resp(2, n.term().0, true));
+    assert_eq!(n.role(), Role::Leader);
+    let term = n.term().0;
+    let forward = |from: u64, ctx: u64| {
+        msg(
+            from,
+            1,
+            term,
+            MessageBody::Forward {
+                ctx: RequestId(ctx),
+                request: xraft::Forwarded::Propose(
+                    [Bytes::from(format!("w{from}-{ctx}"))].into_iter().collect(),
+                ),
+            },
+        )
+    };
+    n.step(forward(2, 7));
+    n.step(forward(3, 8));
+    n.step(forward(2, 9));
+    let before = n.last_index();
+    let out = n.step(forward(2, 7));
+    assert_eq!(n.last_index(), before, "the duplicate was appended again");
+    assert!(write_of(&out).is_none_or(|w| w.entries.is_empty()), "{out:?}");
+}

@@ -7,7 +7,8 @@
 //! `NoLeader`; a forwarded request without an answer in that time fails with
 //! `Timeout` (its outcome is unknown). Invariants: every request gets exactly
 //! one answer (`Proposed`, `ReadReady`, `Completed` or `Rejected`); the
-//! tables are bounded by `forward_pending_max`.
+//! follower's tables are bounded by `forward_pending_max`, the leader's
+//! memory of forwarded proposals by `forward_dedup_max`.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -24,7 +25,7 @@ pub(crate) struct Forwarding {
     /// Sent to the leader, awaiting its answer: request -> deadline tick.
     sent: BTreeMap<RequestId, u64>,
     /// Forwarded proposals received, (from, request), oldest first, at most
-    /// `forward_pending_max`: the network may deliver a `Forward` twice,
+    /// `forward_dedup_max`: the network may deliver a `Forward` twice,
     /// and appending its commands twice would execute a client's write
     /// twice (the second copy can land after later writes).
     seen: VecDeque<(NodeId, RequestId)>,
@@ -137,7 +138,10 @@ impl Node {
                 return;
             }
             self.fwd.seen.push_back((from, ctx));
-            if self.fwd.seen.len() > self.cfg.forward_pending_max {
+            // Not `forward_pending_max` (one follower's own bound, found by
+            // the simulator at 1: a late second copy of a proposal then
+            // found its first forgotten and was appended twice).
+            if self.fwd.seen.len() > self.cfg.forward_dedup_max {
                 let old = self.fwd.seen.pop_front().expect("non-empty");
                 self.fwd.seen_set.remove(&old);
             }
