@@ -64,6 +64,22 @@ pub struct CoreKnobs {
     pub propose_timeout_ticks: u32,
     /// `Config::promote_lag_entries_max`.
     pub promote_lag_entries_max: u64,
+    /// `Config::append_bytes_max`.
+    pub append_bytes_max: usize,
+    /// `Config::inflight_bytes_max`.
+    pub inflight_bytes_max: usize,
+    /// `Config::propose_entries_max`.
+    pub propose_entries_max: usize,
+    /// `Config::uncommitted_entries_max`.
+    pub uncommitted_entries_max: usize,
+    /// `Config::uncommitted_bytes_max`.
+    pub uncommitted_bytes_max: usize,
+    /// `Config::apply_entries_max`.
+    pub apply_entries_max: usize,
+    /// `Config::reads_pending_max`.
+    pub reads_pending_max: usize,
+    /// `Config::forward_pending_max`.
+    pub forward_pending_max: usize,
 }
 
 impl Default for CoreKnobs {
@@ -81,6 +97,14 @@ impl Default for CoreKnobs {
             snapshot_chunk_timeout_ticks: c.snapshot_chunk_timeout_ticks,
             propose_timeout_ticks: c.propose_timeout_ticks,
             promote_lag_entries_max: c.promote_lag_entries_max,
+            append_bytes_max: c.append_bytes_max,
+            inflight_bytes_max: c.inflight_bytes_max,
+            propose_entries_max: c.propose_entries_max,
+            uncommitted_entries_max: c.uncommitted_entries_max,
+            uncommitted_bytes_max: c.uncommitted_bytes_max,
+            apply_entries_max: c.apply_entries_max,
+            reads_pending_max: c.reads_pending_max,
+            forward_pending_max: c.forward_pending_max,
         }
     }
 }
@@ -1207,6 +1231,14 @@ impl Cluster {
         c.snapshot_chunk_timeout_ticks = k.snapshot_chunk_timeout_ticks;
         c.propose_timeout_ticks = k.propose_timeout_ticks;
         c.promote_lag_entries_max = k.promote_lag_entries_max;
+        c.append_bytes_max = k.append_bytes_max;
+        c.inflight_bytes_max = k.inflight_bytes_max;
+        c.propose_entries_max = k.propose_entries_max;
+        c.uncommitted_entries_max = k.uncommitted_entries_max;
+        c.uncommitted_bytes_max = k.uncommitted_bytes_max;
+        c.apply_entries_max = k.apply_entries_max;
+        c.reads_pending_max = k.reads_pending_max;
+        c.forward_pending_max = k.forward_pending_max;
         c
     }
 

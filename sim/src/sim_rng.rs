@@ -19,6 +19,10 @@ pub mod stream {
     pub const CLIENT: u64 = 4;
     /// Fault schedule.
     pub const FAULTS: u64 = 5;
+    /// Per-seed flow-control and queue bounds (a stream of their own, so
+    /// adding them left every older seed's draws, and its regression
+    /// scenario, as they were).
+    pub const BOUNDS: u64 = 6;
     /// Base of the per-node core seeds (plus node and incarnation).
     pub const NODE: u64 = 0x100;
 }

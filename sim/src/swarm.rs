@@ -167,6 +167,25 @@ impl Params {
             snapshot_chunk_timeout_ticks: r.pick(&[3, 10, 30]) as u32,
             propose_timeout_ticks: r.pick(&[50, 100, 300]) as u32,
             promote_lag_entries_max: r.pick(&[0, 5, 50, 1_000]),
+            ..CoreKnobs::default()
+        };
+        // Flow control and queue bounds, small often enough to bite (an
+        // append of one entry, a window of one message's bytes, Busy after a
+        // few uncommitted entries, one entry per Apply, one pending read or
+        // forward), the defaults otherwise.
+        let mut b = SimRng::derive(seed, stream::BOUNDS);
+        let append_bytes_max = b.pick(&[64, 256, 4_096, 1 << 20]) as usize;
+        let propose_entries_max = b.pick(&[1, 4, 5_000]) as usize;
+        let core = CoreKnobs {
+            append_bytes_max,
+            inflight_bytes_max: append_bytes_max * b.pick(&[1, 4, 64]) as usize,
+            propose_entries_max,
+            uncommitted_entries_max: propose_entries_max * b.pick(&[1, 8, 1_000]) as usize,
+            uncommitted_bytes_max: b.pick(&[256, 4_096, 64 << 20]) as usize,
+            apply_entries_max: b.pick(&[1, 4, 5_000]) as usize,
+            reads_pending_max: b.pick(&[1, 4, 10_000]) as usize,
+            forward_pending_max: b.pick(&[1, 4, 10_000]) as usize,
+            ..core
         };
         let threshold = r.pick(&[5, 10, 20, 50]) as usize;
         let core = CoreKnobs {

@@ -199,11 +199,16 @@ fn a_learner_does_not_keep_a_dead_leaders_lease() {
 ///   heard the target's campaign first, so it counted the transfer as lost,
 ///   and the churn alarm fired. A new leader that is a recent transfer's
 ///   target is now expected.
+/// - 6496 (core, once the swarm drew flow-control and queue bounds): with
+///   `forward_pending_max` 1 the leader remembered one forwarded proposal,
+///   so a late second copy of a Forward was appended again and a client's
+///   write took effect twice (a read then saw an overwritten value). The
+///   memory has its own bound now, `forward_dedup_max`.
 #[test]
 fn seeds_that_found_core_bugs_pass() {
     let seeds = [
         1530, 4500, 1623, 2529, 1534, 3282, 5795, 8731, 14233, 17826, 47723, 89463, 75524, 20239,
-        95550,
+        95550, 6496,
     ];
     for seed in seeds {
         let mut run = xraft_sim::SeedRun::new(seed, &xraft_sim::SeedOptions::default());
