@@ -966,3 +966,38 @@ fn a_late_duplicate_forward_is_not_appended_twice() {
     assert_eq!(n.last_index(), before, "the duplicate was appended again");
     assert!(write_of(&out).is_none_or(|w| w.entries.is_empty()), "{out:?}");
 }
+
+/// A snapshot above the follower's commit but inside its log, whose last
+/// entry matches (index and term): the follower keeps the entries after it
+/// (Figure 13 rule 6), commits up to the snapshot, and never acknowledges
+/// less than it did, during or after the install.
+#[test]
+fn a_snapshot_inside_the_log_keeps_the_suffix_and_acks_do_not_regress() {
+    let mut n = solo(2, 3, &|_| {});
+    let out = n.step(append(1, 2, 2, (1, 1), 3, entries(2..=8, 2)));
+    let w = write_of(&out).expect("write").id;
+    let out = persisted(&mut n, w);
+    assert_eq!(n.commit_index(), LogIndex(3));
+    let acked = acks(&out).iter().map(|a| a.2).max().expect("acked");
+    assert_eq!(acked, LogIndex(8));
+    let meta = SnapshotMeta {
+        index: LogIndex(6),
+        term: Term(2),
+        membership: xraft::Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]),
+    };
+    let snap = MessageBody::InstallSnapshot {
+        meta,
+        offset: 0,
+        data: Bytes::from_static(b"state"),
+        done: true,
+    };
+    let mut outs = n.step(msg(1, 2, 2, snap));
+    if let Some(w) = write_of(&outs).map(|w| w.id) {
+        outs.extend(persisted(&mut n, w));
+    }
+    for (_, _, index) in acks(&outs) {
+        assert!(index >= acked, "acknowledged {index:?} after {acked:?}");
+    }
+    assert_eq!(n.last_index(), LogIndex(8), "the matching suffix was dropped");
+    assert!(n.commit_index() >= LogIndex(6));
+}
