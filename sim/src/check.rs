@@ -47,6 +47,14 @@ impl EntryId {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Violation {
+    /// The same seed, run twice, left two different traces: replay by seed
+    /// would not reproduce a failure (the runner checks one seed in 100).
+    Nondeterministic {
+        /// The first run's trace hash.
+        first: u64,
+        /// The second run's.
+        second: u64,
+    },
     /// A node dropped a message as impossible from an honest peer
     /// (`Metrics::messages_invalid`): the simulator's peers are all honest,
     /// so one of them sent something Raft forbids.

@@ -2,7 +2,8 @@
 //! [--quiet]` runs seeds `S..S+N`; `xraft-sim --seed S` replays one seed with
 //! its full trace. Prints each failing seed with its violation and a trace
 //! tail, then a summary with seeds/s, the ratio of simulated to wall time and
-//! coverage counters. Exits non-zero on any failure.
+//! coverage counters. One seed in 100 runs twice and must leave the same
+//! trace (determinism). Exits non-zero on any failure.
 // The runner is the one impure part of the simulator: it reads the wall
 // clock to report speed and may use threads to run seeds in parallel. Each
 // seed still runs deterministically on one thread.
@@ -147,7 +148,17 @@ fn main() -> ExitCode {
                 if seed >= end {
                     break;
                 }
-                let (o, _) = run_one(seed, &opts, args.tail);
+                let (mut o, _) = run_one(seed, &opts, args.tail);
+                // Determinism: one seed in a hundred runs twice and must
+                // leave the same trace (replay by seed depends on it).
+                if seed.is_multiple_of(100) && o.result.is_ok() {
+                    let (again, _) = run_one(seed, &opts, args.tail);
+                    if again.hash != o.hash {
+                        let violation =
+                            Violation::Nondeterministic { first: o.hash, second: again.hash };
+                        o.result = Err(Failure { time_us: o.stats.sim_us, violation });
+                    }
+                }
                 if let Err(f) = &o.result {
                     print_failure(&o, f);
                 }
