@@ -18,7 +18,7 @@ use std::time::Instant;
 use xraft_sim::{Failure, SeedOptions, SeedRun, Stats, Violation};
 
 const USAGE: &str = "usage: xraft-sim [--seeds N] [--start S] [--seed S] [--nodes K] [--jobs J] \
-                     [--tail LINES] [--quiet]";
+                     [--tail LINES] [--quiet] [--default-bounds]";
 
 struct Args {
     seeds: u64,
@@ -28,6 +28,9 @@ struct Args {
     jobs: usize,
     tail: usize,
     quiet: bool,
+    /// Keep the core's default flow-control bounds (replays seeds as they
+    /// ran before the swarm drew them).
+    default_bounds: bool,
 }
 
 /// One job per core (each seed still runs on one thread, deterministically).
@@ -44,6 +47,7 @@ fn parse_args() -> Result<Args, String> {
         jobs: default_jobs(),
         tail: 60,
         quiet: false,
+        default_bounds: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -65,6 +69,7 @@ fn parse_args() -> Result<Args, String> {
             "--jobs" => a.jobs = (num("--jobs")? as usize).max(1),
             "--tail" => a.tail = num("--tail")? as usize,
             "--quiet" => a.quiet = true,
+            "--default-bounds" => a.default_bounds = true,
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
@@ -136,7 +141,12 @@ fn main() -> ExitCode {
     if let Some(seed) = args.one {
         return replay(seed, &args);
     }
-    let opts = SeedOptions { nodes: args.nodes, verbose: false, ..SeedOptions::default() };
+    let opts = SeedOptions {
+        nodes: args.nodes,
+        verbose: false,
+        default_bounds: args.default_bounds,
+        ..SeedOptions::default()
+    };
     let next = AtomicU64::new(args.start);
     let end = args.start + args.seeds;
     let outcomes = Mutex::new(Vec::with_capacity(args.seeds as usize));
@@ -277,7 +287,12 @@ fn print_stats(t: &Stats) {
 }
 
 fn replay(seed: u64, args: &Args) -> ExitCode {
-    let opts = SeedOptions { nodes: args.nodes, verbose: true, ..SeedOptions::default() };
+    let opts = SeedOptions {
+        nodes: args.nodes,
+        verbose: true,
+        default_bounds: args.default_bounds,
+        ..SeedOptions::default()
+    };
     let wall = Instant::now();
     let (o, run) = run_one(seed, &opts, args.tail);
     let secs = wall.elapsed().as_secs_f64();

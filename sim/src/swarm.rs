@@ -63,6 +63,10 @@ pub struct SeedOptions {
     pub verbose: bool,
     /// A planted runtime bug (checker tests only).
     pub canary: Canary,
+    /// Keep the core's default flow-control and queue bounds instead of
+    /// drawing them: how every seed ran before the swarm drew them, so the
+    /// regression seeds found then replay their original scenarios.
+    pub default_bounds: bool,
 }
 
 /// The faults and rates one seed draws.
@@ -174,6 +178,7 @@ impl Params {
         // few uncommitted entries, one entry per Apply, one pending read or
         // forward), the defaults otherwise.
         let mut b = SimRng::derive(seed, stream::BOUNDS);
+        let with_defaults = core;
         let append_bytes_max = b.pick(&[64, 256, 4_096, 1 << 20]) as usize;
         let propose_entries_max = b.pick(&[1, 4, 5_000]) as usize;
         let core = CoreKnobs {
@@ -187,6 +192,7 @@ impl Params {
             forward_pending_max: b.pick(&[1, 4, 10_000]) as usize,
             ..core
         };
+        let core = if opts.default_bounds { with_defaults } else { core };
         let threshold = r.pick(&[5, 10, 20, 50]) as usize;
         let core = CoreKnobs {
             snapshot_threshold_entries: threshold,

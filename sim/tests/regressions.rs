@@ -206,12 +206,19 @@ fn a_learner_does_not_keep_a_dead_leaders_lease() {
 ///   memory has its own bound now, `forward_dedup_max`.
 #[test]
 fn seeds_that_found_core_bugs_pass() {
+    // Found before the swarm drew flow-control bounds: replayed with the
+    // defaults, as they ran when they failed.
     let seeds = [
         1530, 4500, 1623, 2529, 1534, 3282, 5795, 8731, 14233, 17826, 47723, 89463, 75524, 20239,
-        95550, 6496,
+        95550,
     ];
+    let before = xraft_sim::SeedOptions { default_bounds: true, ..Default::default() };
     for seed in seeds {
-        let mut run = xraft_sim::SeedRun::new(seed, &xraft_sim::SeedOptions::default());
+        let mut run = xraft_sim::SeedRun::new(seed, &before);
         assert_eq!(run.run(), Ok(()), "seed {seed}");
     }
+    // Found with drawn bounds.
+    let seed = 6496;
+    let mut run = xraft_sim::SeedRun::new(seed, &xraft_sim::SeedOptions::default());
+    assert_eq!(run.run(), Ok(()), "seed {seed}");
 }
