@@ -1001,3 +1001,30 @@ fn a_snapshot_inside_the_log_keeps_the_suffix_and_acks_do_not_regress() {
     assert_eq!(n.last_index(), LogIndex(8), "the matching suffix was dropped");
     assert!(n.commit_index() >= LogIndex(6));
 }
+
+/// An acknowledgement held until its term's hard state is durable must not
+/// leave after a later term's leader truncated the entries it acknowledges
+/// (in a write the same completion covers): it would claim entries the
+/// follower no longer holds. Found by the simulator's send-time promise
+/// check once pauses delivered bursts of terms at once (seed 5021891).
+#[test]
+fn a_held_ack_is_not_sent_after_a_later_term_truncated_its_entries() {
+    let mut n = solo(2, 3, &|_| {});
+    let out = n.step(append(1, 2, 2, (1, 1), 1, entries(2..=5, 2)));
+    persisted(&mut n, write_of(&out).expect("write").id);
+    // Node 3 leads term 3 and appends 6: the ack (of 5, durable) waits
+    // for the term-3 hard state.
+    let out = n.step(append(3, 2, 3, (5, 2), 1, [entry(6, 3)].into_iter().collect()));
+    assert!(acks(&out).is_empty(), "sent before the term was durable: {out:?}");
+    // Node 1 leads term 4 with another history from index 3 on.
+    let out = n.step(append(1, 2, 4, (2, 2), 1, [entry(3, 4)].into_iter().collect()));
+    let last = write_of(&out).expect("truncating write").id;
+    assert_eq!(n.last_index(), LogIndex(3));
+    let out = persisted(&mut n, last);
+    for (to, term, index) in acks(&out) {
+        assert!(
+            index <= LogIndex(3) && (to != NodeId(3) || index <= LogIndex(2)),
+            "acknowledged {index:?} in {term:?} to {to:?} holding only 1..=3 (3 of term 4)"
+        );
+    }
+}

@@ -467,6 +467,19 @@ impl Node {
         let mut released = Vec::new();
         self.dur.complete(through, &mut released);
         for m in released {
+            // An acknowledgement held (for its term's hard state) past a
+            // move to a later term may be false by now: the later term's
+            // leader may have truncated the entries it acknowledges, in a
+            // write this same completion covers. Its leader is deposed
+            // anyway; drop it (found by the simulator's send-time check,
+            // with pauses delivering a burst of terms at once).
+            let ack = matches!(
+                m.body,
+                MessageBody::AppendResp { success: true, .. } | MessageBody::HeartbeatResp { .. }
+            );
+            if ack && m.term < self.term {
+                continue;
+            }
             self.out.push(Output::Send(m));
         }
         self.snapshot_persisted(through);
