@@ -247,6 +247,15 @@ pub enum Op {
     },
     /// Set every link's model.
     SetLinks(LinkModel),
+    /// Stop the world on a live node for `us` microseconds (a GC or VM
+    /// pause): its ticks, messages, disk completions and apply reports wait
+    /// and arrive, in order, when it resumes.
+    Pause {
+        /// The node.
+        node: usize,
+        /// How long, in microseconds.
+        us: u64,
+    },
 }
 
 /// Coverage counters: proof that faults and paths were exercised.
@@ -286,6 +295,8 @@ pub struct Stats {
     pub restarts: u64,
     /// Partition operations.
     pub partitions: u64,
+    /// Node pauses.
+    pub pauses: u64,
     /// Elections won.
     pub leaders_elected: u64,
     /// Proposals submitted.
@@ -364,6 +375,7 @@ impl Stats {
             torn_writes,
             restarts,
             partitions,
+            pauses,
             leaders_elected,
             proposals,
             proposals_rejected,
@@ -551,6 +563,8 @@ struct Slot {
     tick_period_us: u64,
     next_tick_us: u64,
     wake_us: u64,
+    /// Until when the node is paused (its events wait); 0 if it is not.
+    paused_until: u64,
     disk_busy: bool,
     last_commit: LogIndex,
     /// Highest index the node's in-memory log may have compacted or
@@ -630,6 +644,7 @@ impl Cluster {
                     tick_period_us: TICK_US.wrapping_add(drift),
                     next_tick_us: rng_ticks.below(TICK_US),
                     wake_us: u64::MAX,
+                    paused_until: 0,
                     disk_busy: false,
                     last_commit: LogIndex::ZERO,
                     mem_snap: LogIndex::ZERO,
@@ -691,6 +706,11 @@ impl Cluster {
             }
             let q = self.queue.pop().expect("peeked");
             self.now = q.time;
+            // A paused node's events wait until it resumes, in their order.
+            if let Some(until) = self.paused_until(&q.ev).filter(|&u| u > q.time) {
+                self.push(until, q.ev);
+                continue;
+            }
             self.stats.events += 1;
             self.dispatch(q.ev);
         }
@@ -916,6 +936,18 @@ impl Cluster {
                 self.net.set_all(model);
                 self.trace.push(self.now, fault("links"));
             }
+            Op::Pause { node, us } => {
+                if self.slots.get(node).is_some_and(|s| s.node.is_some()) {
+                    let until = self.now.saturating_add(us);
+                    let s = &mut self.slots[node];
+                    s.paused_until = s.paused_until.max(until);
+                    self.stats.pauses += 1;
+                    self.trace.push(
+                        self.now,
+                        Rec::Fault { what: "pause", node: node_id(node), detail: us },
+                    );
+                }
+            }
         }
     }
 
@@ -980,6 +1012,7 @@ impl Cluster {
         s.incarnation += 1;
         s.disk_busy = false;
         s.wake_us = u64::MAX;
+        s.paused_until = 0;
         let pending = std::mem::take(&mut s.proposals);
         for p in pending.values() {
             if let Some(op) = p.op {
@@ -1061,7 +1094,7 @@ impl Cluster {
         self.stats.proposals += 1;
         self.propose_result = None;
         self.sync_request = request;
-        self.step_node(i, Input::Propose { request: RequestId(request), commands });
+        self.submit(i, Input::Propose { request: RequestId(request), commands });
         self.sync_request = 0;
         let r = self.propose_result.take().unwrap_or(Err(ProposeError::NoLeader));
         let index = r.as_ref().map_or(LogIndex::ZERO, |p| p.last);
@@ -1111,7 +1144,7 @@ impl Cluster {
             return op;
         }
         let request = self.new_request(i, ReqKind::Read(Some(op)));
-        self.step_node(i, Input::ReadIndex { request: RequestId(request) });
+        self.submit(i, Input::ReadIndex { request: RequestId(request) });
         op
     }
 
@@ -1133,7 +1166,7 @@ impl Cluster {
     pub fn read_index(&mut self, i: usize) -> Option<u64> {
         self.slots[i].node.as_ref()?;
         let request = self.new_request(i, ReqKind::Read(None));
-        self.step_node(i, Input::ReadIndex { request: RequestId(request) });
+        self.submit(i, Input::ReadIndex { request: RequestId(request) });
         Some(request)
     }
 
@@ -1150,7 +1183,7 @@ impl Cluster {
                 detail: change_target(&change).0,
             },
         );
-        self.step_node(i, Input::ChangeMembership { request: RequestId(request), change });
+        self.submit(i, Input::ChangeMembership { request: RequestId(request), change });
         Some(request)
     }
 
@@ -1165,7 +1198,7 @@ impl Cluster {
         );
         let input =
             Input::TransferLeadership { request: RequestId(request), target: node_id(target) };
-        self.step_node(i, input);
+        self.submit(i, input);
         Some(request)
     }
 
@@ -1302,11 +1335,32 @@ impl Cluster {
         }
     }
 
+    /// When the last pause in progress ends (now if none is).
+    pub fn pauses_end(&self) -> u64 {
+        self.slots.iter().map(|s| s.paused_until).max().unwrap_or(0).max(self.now)
+    }
+
+    /// When the node `ev` concerns resumes, if it is paused.
+    fn paused_until(&self, ev: &Ev) -> Option<u64> {
+        let i = match ev {
+            Ev::Wake(i)
+            | Ev::DiskDone(i, _)
+            | Ev::Applied(i, ..)
+            | Ev::EarlyAck(i, ..)
+            | Ev::SnapTaken(i, ..)
+            | Ev::Feed(i, ..) => *i,
+            Ev::Deliver(m) => usize::try_from(m.to.0.wrapping_sub(1)).ok()?,
+        };
+        self.slots.get(i).map(|s| s.paused_until).filter(|&u| u > 0)
+    }
+
     fn dispatch(&mut self, ev: Ev) {
         match ev {
             Ev::Wake(i) => {
                 let s = &self.slots[i];
-                if s.node.is_some() && s.wake_us == self.now {
+                // `<=`: a wake a pause held back arrives late. (A stale wake,
+                // superseded by a later one, still finds `wake_us` ahead.)
+                if s.node.is_some() && s.wake_us <= self.now {
                     self.catch_up(i);
                     self.reschedule(i);
                 }
@@ -1442,6 +1496,18 @@ impl Cluster {
     }
 
     /// Feeds the ticks due by now, then `input`, to node `i`.
+    /// A client request reaching node `i`: stepped now, or, while the node
+    /// is paused, when it resumes (the request waits in its socket).
+    fn submit(&mut self, i: usize, input: Input) {
+        let s = &self.slots[i];
+        if s.paused_until > self.now {
+            let (until, inc) = (s.paused_until, s.incarnation);
+            self.push(until, Ev::Feed(i, inc, Box::new(input)));
+        } else {
+            self.step_node(i, input);
+        }
+    }
+
     fn step_node(&mut self, i: usize, input: Input) {
         self.catch_up(i);
         self.feed(i, input, false);

@@ -18,7 +18,7 @@ use std::time::Instant;
 use xraft_sim::{Failure, SeedOptions, SeedRun, Stats, Violation};
 
 const USAGE: &str = "usage: xraft-sim [--seeds N] [--start S] [--seed S] [--nodes K] [--jobs J] \
-                     [--tail LINES] [--quiet] [--default-bounds]";
+                     [--tail LINES] [--quiet] [--classic]";
 
 struct Args {
     seeds: u64,
@@ -30,7 +30,7 @@ struct Args {
     quiet: bool,
     /// Keep the core's default flow-control bounds (replays seeds as they
     /// ran before the swarm drew them).
-    default_bounds: bool,
+    classic: bool,
 }
 
 /// One job per core (each seed still runs on one thread, deterministically).
@@ -47,7 +47,7 @@ fn parse_args() -> Result<Args, String> {
         jobs: default_jobs(),
         tail: 60,
         quiet: false,
-        default_bounds: false,
+        classic: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -69,7 +69,7 @@ fn parse_args() -> Result<Args, String> {
             "--jobs" => a.jobs = (num("--jobs")? as usize).max(1),
             "--tail" => a.tail = num("--tail")? as usize,
             "--quiet" => a.quiet = true,
-            "--default-bounds" => a.default_bounds = true,
+            "--classic" => a.classic = true,
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
@@ -144,7 +144,7 @@ fn main() -> ExitCode {
     let opts = SeedOptions {
         nodes: args.nodes,
         verbose: false,
-        default_bounds: args.default_bounds,
+        classic: args.classic,
         ..SeedOptions::default()
     };
     let next = AtomicU64::new(args.start);
@@ -240,7 +240,7 @@ fn print_features(t: &Stats) -> Vec<&'static str> {
 fn print_stats(t: &Stats) {
     println!(
         "coverage: events {} | msgs sent {} delivered {} lost {} cut {} to-down {} dup {} long-held {} \
-         | persists {} fsyncs {} | crashes {} (losing writes {}, torn {}) restarts {} | partitions {} \
+         | persists {} fsyncs {} | crashes {} (losing writes {}, torn {}) restarts {} | partitions {} pauses {} \
          | leaders {} | proposals {} rejected {} acked {} overwritten {} | applied {} \
          | app snapshots {} chunks read {} restores {} | client writes {} ok {} reads {} ok {} \
          | errors: no-leader {} not-leader {} config-in-flight {} timeout {} leadership-lost {} \
@@ -260,6 +260,7 @@ fn print_stats(t: &Stats) {
         t.torn_writes,
         t.restarts,
         t.partitions,
+        t.pauses,
         t.leaders_elected,
         t.proposals,
         t.proposals_rejected,
@@ -290,7 +291,7 @@ fn replay(seed: u64, args: &Args) -> ExitCode {
     let opts = SeedOptions {
         nodes: args.nodes,
         verbose: true,
-        default_bounds: args.default_bounds,
+        classic: args.classic,
         ..SeedOptions::default()
     };
     let wall = Instant::now();

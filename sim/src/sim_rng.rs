@@ -23,6 +23,8 @@ pub mod stream {
     /// adding them left every older seed's draws, and its regression
     /// scenario, as they were).
     pub const BOUNDS: u64 = 6;
+    /// Node pauses (their own stream, as `BOUNDS`).
+    pub const PAUSES: u64 = 7;
     /// Base of the per-node core seeds (plus node and incarnation).
     pub const NODE: u64 = 0x100;
 }

@@ -63,10 +63,10 @@ pub struct SeedOptions {
     pub verbose: bool,
     /// A planted runtime bug (checker tests only).
     pub canary: Canary,
-    /// Keep the core's default flow-control and queue bounds instead of
-    /// drawing them: how every seed ran before the swarm drew them, so the
-    /// regression seeds found then replay their original scenarios.
-    pub default_bounds: bool,
+    /// Run the seed as seeds ran before the swarm drew flow-control and
+    /// queue bounds and node pauses: the core's default bounds, no pauses.
+    /// The regression seeds found then replay their original scenarios.
+    pub classic: bool,
 }
 
 /// The faults and rates one seed draws.
@@ -96,6 +96,11 @@ pub struct Params {
     pub misdirect: f64,
     /// Mean time between crashes, if crashes are on.
     pub crash_mean_us: Option<u64>,
+    /// Mean time between node pauses (a stop-the-world pause: the node's
+    /// ticks, messages and disk completions wait, then arrive at once).
+    pub pause_mean_us: Option<u64>,
+    /// Range of pause lengths.
+    pub pause_us: (u64, u64),
     /// Range of down time before a restart.
     pub down_us: (u64, u64),
     /// Weights of lose-all, keep-prefix and torn crashes.
@@ -192,7 +197,11 @@ impl Params {
             forward_pending_max: b.pick(&[1, 4, 10_000]) as usize,
             ..core
         };
-        let core = if opts.default_bounds { with_defaults } else { core };
+        let core = if opts.classic { with_defaults } else { core };
+        let mut pr = SimRng::derive(seed, stream::PAUSES);
+        let pause_mean_us =
+            (!opts.classic && pr.chance(0.5)).then(|| pr.between(300, 3_000) * 1000);
+        let pause_us = (pr.between(20, 100) * 1000, pr.between(200, 2_000) * 1000);
         let threshold = r.pick(&[5, 10, 20, 50]) as usize;
         let core = CoreKnobs {
             snapshot_threshold_entries: threshold,
@@ -228,6 +237,8 @@ impl Params {
             transfer_mean_us,
             misdirect,
             crash_mean_us,
+            pause_mean_us,
+            pause_us,
             down_us,
             crash_weights,
             partition_mean_us,
@@ -249,6 +260,7 @@ enum Act {
     Restart(usize),
     Partition,
     Heal(u64),
+    Pause,
 }
 
 /// One seed's run. Build with [`SeedRun::new`], drive with [`SeedRun::run`];
@@ -263,6 +275,9 @@ pub struct SeedRun {
     pub cluster: Cluster,
     rng: SimRng,
     client: SimRng,
+    /// Pause draws (a stream of their own: pauses leave the other draws of
+    /// a seed as they were).
+    pause_rng: SimRng,
     acts: BinaryHeap<std::cmp::Reverse<(u64, u64, Act)>>,
     act_seq: u64,
     partition_gen: u64,
@@ -294,6 +309,7 @@ impl SeedRun {
             cluster,
             rng: SimRng::derive(seed, stream::FAULTS),
             client: SimRng::derive(seed, stream::CLIENT),
+            pause_rng: SimRng::derive(seed, stream::PAUSES ^ 0x5a5a),
             acts: BinaryHeap::new(),
             act_seq: 0,
             partition_gen: 0,
@@ -328,6 +344,10 @@ impl SeedRun {
         if let Some(m) = p.partition_mean_us {
             let t = self.rng.exp(m);
             self.schedule(t, Act::Partition);
+        }
+        if let Some(m) = p.pause_mean_us {
+            let t = self.pause_rng.exp(m);
+            self.schedule(t, Act::Pause);
         }
         self.advance_to(p.phase1_us);
         if let Some(f) = self.cluster.failure() {
@@ -429,6 +449,14 @@ impl SeedRun {
             }
             Act::Heal(g) if self.faults_on && g == self.partition_gen => {
                 self.cluster.apply_op(Op::Heal)
+            }
+            Act::Pause if self.faults_on => {
+                let (mean, len) = (p.pause_mean_us.unwrap_or(1_000_000), p.pause_us);
+                let node = self.pause_rng.below(n as u64) as usize;
+                let us = self.pause_rng.between(len.0, len.1.max(len.0));
+                self.cluster.apply_op(Op::Pause { node, us });
+                let d = self.pause_rng.exp(mean);
+                self.schedule(d, Act::Pause);
             }
             _ => {}
         }
@@ -629,6 +657,11 @@ impl SeedRun {
         // leader once, which is expected and not churn.
         let drained = self.cluster.net().last_delivery_any();
         self.advance_to(drained.max(self.cluster.now_us()));
+        // So is every pause: a node resuming after healing catches up on
+        // its missed ticks at once and may campaign (without CheckQuorum's
+        // lease, even with PreVote), which is expected and not churn.
+        let resumed = self.cluster.pauses_end();
+        self.advance_to(resumed.max(self.cluster.now_us()));
     }
 
     /// Running nodes.

@@ -212,7 +212,7 @@ fn seeds_that_found_core_bugs_pass() {
         1530, 4500, 1623, 2529, 1534, 3282, 5795, 8731, 14233, 17826, 47723, 89463, 75524, 20239,
         95550,
     ];
-    let before = xraft_sim::SeedOptions { default_bounds: true, ..Default::default() };
+    let before = xraft_sim::SeedOptions { classic: true, ..Default::default() };
     for seed in seeds {
         let mut run = xraft_sim::SeedRun::new(seed, &before);
         assert_eq!(run.run(), Ok(()), "seed {seed}");
