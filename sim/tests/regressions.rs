@@ -204,6 +204,10 @@ fn a_learner_does_not_keep_a_dead_leaders_lease() {
 ///   so a late second copy of a Forward was appended again and a client's
 ///   write took effect twice (a read then saw an overwritten value). The
 ///   memory has its own bound now, `forward_dedup_max`.
+/// - 5021891 (core, once the swarm drew node pauses): a resumed node went
+///   through terms 3 to 6 in one burst; an ack held for the term-3 hard
+///   state left after a term-6 leader truncated the entries it claimed
+///   (the send-time promise check caught it). Such acks are now dropped.
 #[test]
 fn seeds_that_found_core_bugs_pass() {
     // Found before the swarm drew flow-control bounds: replayed with the
@@ -217,8 +221,9 @@ fn seeds_that_found_core_bugs_pass() {
         let mut run = xraft_sim::SeedRun::new(seed, &before);
         assert_eq!(run.run(), Ok(()), "seed {seed}");
     }
-    // Found with drawn bounds.
-    let seed = 6496;
-    let mut run = xraft_sim::SeedRun::new(seed, &xraft_sim::SeedOptions::default());
-    assert_eq!(run.run(), Ok(()), "seed {seed}");
+    // Found with drawn bounds (6496), and with pauses (5021891).
+    for seed in [6496, 5_021_891] {
+        let mut run = xraft_sim::SeedRun::new(seed, &xraft_sim::SeedOptions::default());
+        assert_eq!(run.run(), Ok(()), "seed {seed}");
+    }
 }
