@@ -356,6 +356,9 @@ impl SeedRun {
         self.heal();
         self.liveness();
         if self.cluster.failure().is_none() {
+            self.check_log_matching();
+        }
+        if self.cluster.failure().is_none() {
             self.check_linearizable();
         }
         match self.cluster.failure() {
@@ -861,6 +864,39 @@ impl SeedRun {
         }
         if let Err(v) = self.cluster.oracle().check_acked(&live, self.min_applied()) {
             self.cluster.fail(v);
+        }
+    }
+
+    /// Log Matching over whole prefixes (the per-entry check compares one
+    /// entry at a time): for every two live nodes, if both hold an entry of
+    /// the same index and term, they agree on every entry both hold before
+    /// it, term and payload.
+    fn check_log_matching(&mut self) {
+        let c = &self.cluster;
+        let live: Vec<usize> = (0..c.len()).filter(|&i| c.node(i).is_some()).collect();
+        for (k, &a) in live.iter().enumerate() {
+            for &b in &live[k + 1..] {
+                let (na, nb) = (c.node(a).expect("live"), c.node(b).expect("live"));
+                let top = na.last_index().min(nb.last_index());
+                // The highest index where both hold an entry of one term.
+                let mut i = top;
+                while i > LogIndex::ZERO {
+                    match (na.entry(i), nb.entry(i)) {
+                        (Some(x), Some(y)) if x.term == y.term => break,
+                        (None, _) | (_, None) => i = LogIndex::ZERO,
+                        _ => i = i.prev(),
+                    }
+                }
+                while i > LogIndex::ZERO {
+                    let (Some(x), Some(y)) = (na.entry(i), nb.entry(i)) else { break };
+                    if x.term != y.term || x.kind != y.kind || x.data != y.data {
+                        let v = Violation::LogMismatch { node: node_id(b), index: i, term: y.term };
+                        self.cluster.fail(v);
+                        return;
+                    }
+                    i = i.prev();
+                }
+            }
         }
     }
 
