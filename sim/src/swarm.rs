@@ -637,6 +637,13 @@ impl SeedRun {
     /// optional minority down for good.
     fn heal(&mut self) {
         self.faults_on = false;
+        // Let every pause end first: a node resuming catches up on its
+        // missed ticks at once and may campaign (without PreVote, or
+        // without CheckQuorum's lease), deposing a leader once; that is the
+        // pause's doing, not churn, so it happens before the network heals
+        // and the liveness window opens (seeds 5018326, 6011621).
+        let resumed = self.cluster.pauses_end();
+        self.advance_to(resumed.max(self.cluster.now_us()));
         let mut link = self.params.link;
         link.loss = 0.0;
         link.dup = 0.0;
@@ -660,11 +667,6 @@ impl SeedRun {
         // leader once, which is expected and not churn.
         let drained = self.cluster.net().last_delivery_any();
         self.advance_to(drained.max(self.cluster.now_us()));
-        // So is every pause: a node resuming after healing catches up on
-        // its missed ticks at once and may campaign (without CheckQuorum's
-        // lease, even with PreVote), which is expected and not churn.
-        let resumed = self.cluster.pauses_end();
-        self.advance_to(resumed.max(self.cluster.now_us()));
     }
 
     /// Running nodes.
@@ -736,7 +738,22 @@ impl SeedRun {
                     .iter()
                     .any(|&(at, t)| t == l && now.saturating_sub(at) <= 2 * STALL_US)
             });
+            // A removed node that never learned of its removal campaigns on
+            // forever; without PreVote its terms depose a leader whenever a
+            // node outside the leader's lease (one just restarted, say)
+            // hears it (thesis §4.2.3): expected, until the lease covers all.
+            let removed_campaigning = {
+                let c = &self.cluster;
+                let voters = c.committed_config().map(|m| m.voters.clone()).unwrap_or_default();
+                !self.params.cluster.core.pre_vote
+                    && (0..c.len()).any(|i| {
+                        c.node(i).is_some_and(|n| {
+                            n.role() == Role::Candidate && !voters.contains(&node_id(i))
+                        })
+                    })
+            };
             let expected = recent_target
+                || removed_campaigning
                 || self.cluster.stats().core.transfers_completed > before
                 || self.last_leader.is_some_and(|old| {
                     let voters = self.cluster.committed_config().map(|m| m.voters.clone());
