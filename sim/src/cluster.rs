@@ -708,7 +708,9 @@ impl Cluster {
             self.now = q.time;
             // A paused node's events wait until it resumes, in their order.
             if let Some(until) = self.paused_until(&q.ev).filter(|&u| u > q.time) {
-                self.push(until, q.ev);
+                // Same sequence number: held events keep their order among
+                // themselves and before those due at `until` (FIFO links).
+                self.queue.push(Queued { time: until, seq: q.seq, ev: q.ev });
                 continue;
             }
             self.stats.events += 1;
@@ -1663,6 +1665,23 @@ impl Cluster {
                     msg.body.name(),
                     disk.last_index()
                 ))
+            }
+            // An ack in term T claims entries of the T leader's log, whose
+            // terms are at most T; terms never fall along a log, so the
+            // durable entry at `index` tells (a truncation that kept the
+            // length, by a later term's leader, shows here).
+            MessageBody::AppendResp { success: true, index, .. }
+            | MessageBody::HeartbeatResp { index, .. } => {
+                let at = disk.term_at(index).or_else(|| {
+                    disk.snapshot().filter(|(m, _)| m.index == index).map(|(m, _)| m.term)
+                });
+                at.filter(|&t| t > msg.term).map(|t| {
+                    format!(
+                        "{} in {:?} acknowledging {index:?}, durable entry there of {t:?}",
+                        msg.body.name(),
+                        msg.term
+                    )
+                })
             }
             _ => None,
         }

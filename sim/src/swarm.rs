@@ -745,10 +745,19 @@ impl SeedRun {
             let removed_campaigning = {
                 let c = &self.cluster;
                 let voters = c.committed_config().map(|m| m.voters.clone()).unwrap_or_default();
+                // Only a campaign that reached the cluster's term can be what
+                // moved it.
+                let top = (0..c.len())
+                    .filter(|&i| voters.contains(&node_id(i)))
+                    .filter_map(|i| c.node(i).map(|n| n.term()))
+                    .max()
+                    .unwrap_or(Term::ZERO);
                 !self.params.cluster.core.pre_vote
                     && (0..c.len()).any(|i| {
                         c.node(i).is_some_and(|n| {
-                            n.role() == Role::Candidate && !voters.contains(&node_id(i))
+                            n.role() == Role::Candidate
+                                && !voters.contains(&node_id(i))
+                                && n.term() >= top
                         })
                     })
             };
