@@ -713,6 +713,16 @@ fn step_failing_snapshots(node: &mut Node, input: Input) -> usize {
     asked
 }
 
+/// A lone voter that asks for a snapshot every 5 entries and asks again
+/// after 50 ticks without an answer.
+fn snapshotting_solo() -> Node {
+    solo(1, 1, &|c| {
+        c.snapshot_threshold_entries = 5;
+        c.snapshot_min_retention_entries = 1;
+        c.snapshot_chunk_timeout_ticks = 50;
+    })
+}
+
 /// A snapshot the storage cannot write (disk full, directory removed) is
 /// asked for again only after `snapshot_chunk_timeout_ticks`. Before this
 /// test the failure cleared the request and the very next step asked again:
@@ -720,11 +730,7 @@ fn step_failing_snapshots(node: &mut Node, input: Input) -> usize {
 /// warning per attempt, millions of them.
 #[test]
 fn a_failed_snapshot_is_retried_after_a_timeout_not_at_once() {
-    let mut node = solo(1, 1, &|c| {
-        c.snapshot_threshold_entries = 5;
-        c.snapshot_min_retention_entries = 1;
-        c.snapshot_chunk_timeout_ticks = 50;
-    });
+    let mut node = snapshotting_solo();
     let mut asked = 0;
     for _ in 0..100 {
         asked += step_failing_snapshots(&mut node, Input::Tick);
@@ -758,11 +764,7 @@ fn a_failed_snapshot_is_retried_after_a_timeout_not_at_once() {
 /// snapshots always slower than the timeout the log never compacted.
 #[test]
 fn a_late_snapshot_answer_is_used_after_a_re_request() {
-    let mut node = solo(1, 1, &|c| {
-        c.snapshot_threshold_entries = 5;
-        c.snapshot_min_retention_entries = 1;
-        c.snapshot_chunk_timeout_ticks = 50;
-    });
+    let mut node = snapshotting_solo();
     // Snapshot requests are held (collected), not answered.
     let drive = |node: &mut Node, input: Input, asked: &mut Vec<SnapshotMeta>| {
         drive_solo(node, input, true, |o, _| {

@@ -303,6 +303,15 @@ fn terms(c: &Cluster) -> Vec<Term> {
     (0..c.len()).map(|i| term(c, i)).collect()
 }
 
+/// After a fault changed the leader: a command commits on at least
+/// `servers` nodes, the cluster is given a second to settle, then
+/// [`stays_live`].
+fn settles_then_stays_live(c: &mut Cluster, seed: u64, servers: usize, rounds: u64) {
+    c.one(2, servers, true);
+    c.run_for_ms(1_000);
+    stays_live(c, seed, servers, rounds);
+}
+
 /// For `rounds` half-seconds with the faults in place: a command commits
 /// on at least `servers` nodes each round, one node leads throughout and
 /// no term changes (no churn, no livelock).
@@ -355,9 +364,7 @@ fn partial_a_receive_only_leader_is_replaced_once_and_for_all() {
             c.leader().is_some_and(|x| x != l) && role(c, l) != Role::Leader
         });
         assert!(replaced, "seed {seed}: the mute leader was not replaced");
-        c.one(2, 4, true);
-        c.run_for_ms(1_000);
-        stays_live(&mut c, seed, 4, 10);
+        settles_then_stays_live(&mut c, seed, 4, 10);
     }
 }
 
@@ -378,9 +385,7 @@ fn partial_a_chained_cluster_settles_and_stays_live() {
         c.net_mut().set_cut(b, a, true);
         let settled = run_until(&mut c, 3_000, |c| c.leader().is_some());
         assert!(settled, "seed {seed}: no leader after the cut");
-        c.one(2, 2, true);
-        c.run_for_ms(1_000);
-        stays_live(&mut c, seed, 2, 10);
+        settles_then_stays_live(&mut c, seed, 2, 10);
     }
 }
 
