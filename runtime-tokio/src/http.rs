@@ -169,6 +169,11 @@ pub(crate) fn prometheus(r: &Report) -> String {
     counter("messages_sent", "Messages sent.", m.messages_sent);
     counter("messages_received", "Messages received.", m.messages_received);
     counter("messages_dropped", "Peer messages dropped by the runtime.", r.messages_dropped);
+    counter(
+        "peer_disks_refused",
+        "Peer connections refused: a member came back with another data directory.",
+        r.peer_disks_refused,
+    );
     counter("persists", "Persist outputs.", m.persists);
     counter("disk_syncs", "Group commits (one fsync each).", r.disk_syncs);
     counter("disk_writes", "Persist outputs made durable.", r.disk_writes);

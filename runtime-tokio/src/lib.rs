@@ -27,6 +27,7 @@ mod apply;
 mod client;
 mod config;
 mod disk;
+mod disks;
 mod error;
 mod http;
 mod kv;

@@ -18,8 +18,8 @@ use hashbrown::HashMap;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, info, warn};
 use xraft::{
-    Input, LogIndex, MembershipChange, Node, NodeId, Output, PersistId, PersistWrite, ProposeError,
-    RequestId, Role, Status,
+    Input, LogIndex, Membership, MembershipChange, Node, NodeId, Output, PersistId, PersistWrite,
+    ProposeError, RequestId, Role, Status,
 };
 use xraft_storage::{SnapshotReader, SnapshotSource};
 
@@ -65,6 +65,9 @@ pub struct Report {
     pub status: Status,
     /// Peer messages dropped (full queue or unknown address).
     pub messages_dropped: u64,
+    /// Peer connections refused because a member came back with another
+    /// data directory than before (it lost its state).
+    pub peer_disks_refused: u64,
     /// Group commits (one fsync each) by the disk thread.
     pub disk_syncs: u64,
     /// Writes (`Persist` outputs) made durable.
@@ -127,6 +130,7 @@ impl<A: Application> NodeTask<A> {
             snap_reader: self.snap_reader,
             snapshots: self.snapshots,
             disk_stats: self.disk_stats,
+            membership: Membership::default(),
         };
         let (mut requests, mut inbound) = (self.requests, self.inbound);
         let (mut persisted, mut applied, mut shutdown) =
@@ -213,6 +217,8 @@ struct Loop<A: Application> {
     snap_reader: Arc<std::sync::Mutex<Option<Arc<SnapshotReader>>>>,
     snapshots: SnapshotSource,
     disk_stats: Arc<DiskStats>,
+    /// The membership the transport was last told of.
+    membership: Membership,
 }
 
 impl<A: Application> Loop<A> {
@@ -295,6 +301,7 @@ impl<A: Application> Loop<A> {
                 let _ = reply.send(Report {
                     status: self.node.status(),
                     messages_dropped: self.peers.dropped,
+                    peer_disks_refused: self.peers.disks_refused(),
                     disk_syncs: sync.count(),
                     disk_writes: self.disk_stats.writes.load(Relaxed),
                     disk_entries: self.disk_stats.entries.load(Relaxed),
@@ -321,6 +328,10 @@ impl<A: Application> Loop<A> {
         }
         for f in self.locals.drain(..) {
             self.apply.send(ApplyJob::Run(f)).await.map_err(|_| ())?;
+        }
+        if self.node.membership() != &self.membership {
+            self.membership = self.node.membership().clone();
+            self.peers.update_addrs(&self.membership);
         }
         Ok(())
     }
@@ -381,7 +392,6 @@ impl<A: Application> Loop<A> {
                     leader = leader.map(|l| l.0),
                     "role changed"
                 );
-                self.peers.update_addrs(&self.node.status().membership);
             }
             other => debug!(?other, "unhandled output"),
         }

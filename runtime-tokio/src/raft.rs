@@ -28,6 +28,7 @@ use xraft_storage::Storage;
 use crate::apply::{Application, Applier};
 use crate::config::ServerConfig;
 use crate::disk;
+use crate::disks::PeerDisks;
 use crate::error::{Error, Result};
 use crate::node::{NodeTask, Report, Request};
 use crate::transport::{self, Peers, TransportConfig};
@@ -107,6 +108,7 @@ impl<A: Application> RaftNode<A> {
         let (req_tx, req_rx) = mpsc::channel(limits.requests_queue_max);
         let (inbound_tx, inbound_rx) = mpsc::channel(limits.peer_inbound_queue_max);
 
+        let disk_id = storage.disk_id();
         let disk_stats = Arc::new(disk::DiskStats::default());
         let snapshots = storage.snapshot_source();
         let disk_thread = disk::spawn(
@@ -140,6 +142,8 @@ impl<A: Application> RaftNode<A> {
             write_batch_bytes_max: limits.peer_write_batch_bytes_max,
             inbound_bytes_max: limits.peer_inbound_bytes_max,
             connections_max: limits.peer_connections_max,
+            disk: disk_id,
+            disks: PeerDisks::new(node.membership()),
         };
         let addrs: BTreeMap<NodeId, String> = config
             .initial_members

@@ -6,11 +6,13 @@
 //! feed inbound messages to the node task.
 //!
 //! Handshake (dialer first, all integers little endian):
-//! `"XRFTPEER" | version u16 | cluster u64 | from u64 | to u64 | len u16 |
-//! advertised address (len bytes)`; the listener answers `"XRFTPEER" |
-//! version u16 | cluster u64 | its id u64 | status u8 | len u16 | reason`.
-//! A wrong magic, version, cluster or node id is refused with the reason
-//! logged on both sides. After it, the dialer only writes frames and the
+//! `"XRFTPEER" | version u16 | cluster u64 | from u64 | to u64 | disk u128 |
+//! len u16 | advertised address (len bytes)`; the listener answers
+//! `"XRFTPEER" | version u16 | cluster u64 | its id u64 | status u8 |
+//! disk u128 | len u16 | reason`. `disk` is the sender's data directory's
+//! disk id. A wrong magic, version, cluster or node id, or a member that
+//! comes with another disk than before ([`crate::disks`]), is refused with
+//! the reason logged on both sides. After it, the dialer only writes frames and the
 //! listener only reads them. Invariants: a frame's length is checked against
 //! `frame_bytes_max` before it is buffered; any bad frame closes that
 //! connection with a logged reason and nothing else; a full peer queue drops
@@ -32,15 +34,21 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 use xraft::wire::{decode_frame, encode_frame};
 use xraft::{Message, NodeId};
+use xraft_storage::DiskId;
 
 use crate::accept::{keepalive, AcceptBackoff};
+use crate::disks::{Live, PeerDisks};
 
 /// Handshake magic.
 pub const PEER_MAGIC: [u8; 8] = *b"XRFTPEER";
 /// Peer protocol version.
-pub const PEER_PROTOCOL_VERSION: u16 = 1;
+pub const PEER_PROTOCOL_VERSION: u16 = 2;
 /// Longest advertised address or refusal reason in a handshake.
 const HANDSHAKE_TEXT_MAX: usize = 256;
+/// Fixed part of the dialer's hello, before the advertised address.
+const HELLO_FIXED: usize = 52;
+/// Fixed part of the listener's answer, before the refusal reason.
+const ANSWER_FIXED: usize = 45;
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
@@ -67,6 +75,10 @@ pub(crate) struct TransportConfig {
     pub inbound_bytes_max: usize,
     /// See `Limits::peer_connections_max`.
     pub connections_max: usize,
+    /// This node's data directory's disk id.
+    pub disk: DiskId,
+    /// The disks members were seen with.
+    pub disks: Arc<PeerDisks>,
 }
 
 /// The node task's side: one bounded queue per peer.
@@ -137,6 +149,7 @@ impl Peers {
     /// peers whose address changed and to former members (a writer is
     /// started again if the node ever sends to one).
     pub fn update_addrs(&mut self, membership: &xraft::Membership) {
+        self.cfg.disks.set_members(membership);
         for (id, addr) in &membership.addrs {
             self.learn(*id, addr.clone());
         }
@@ -144,6 +157,12 @@ impl Peers {
         if !membership.voters.is_empty() {
             self.peers.retain(|id, _| membership.contains(*id));
         }
+    }
+
+    /// Connections, either way, refused because a member came with another
+    /// disk than before.
+    pub fn disks_refused(&self) -> u64 {
+        self.cfg.disks.refused()
     }
 
     fn start(&mut self, to: NodeId, addr: String) {
@@ -170,7 +189,7 @@ async fn writer(
     let mut failures = 0u32;
     loop {
         let dial = tokio::time::timeout(cfg.handshake_timeout, dial(&cfg, to, &addr));
-        let mut stream = tokio::select! {
+        let (mut stream, _live) = tokio::select! {
             _ = shutdown.changed() => return,
             r = dial => match r.unwrap_or_else(|_| Err("handshake timed out".into())) {
                 Ok(s) => s,
@@ -226,7 +245,7 @@ async fn writer(
     }
 }
 
-async fn dial(cfg: &TransportConfig, to: NodeId, addr: &str) -> Result<TcpStream, String> {
+async fn dial(cfg: &TransportConfig, to: NodeId, addr: &str) -> Result<(TcpStream, Live), String> {
     let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     s.set_nodelay(true).map_err(|e| e.to_string())?;
     keepalive(&s);
@@ -236,17 +255,25 @@ async fn dial(cfg: &TransportConfig, to: NodeId, addr: &str) -> Result<TcpStream
     hello.extend_from_slice(&cfg.cluster_id.to_le_bytes());
     hello.extend_from_slice(&cfg.me.0.to_le_bytes());
     hello.extend_from_slice(&to.0.to_le_bytes());
+    hello.extend_from_slice(&cfg.disk.0.to_le_bytes());
     let advertise = &cfg.advertise.as_bytes()[..cfg.advertise.len().min(HANDSHAKE_TEXT_MAX)];
     hello.extend_from_slice(&(advertise.len() as u16).to_le_bytes());
     hello.extend_from_slice(advertise);
     s.write_all(&hello).await.map_err(|e| e.to_string())?;
-    let mut fixed = [0u8; 29];
-    s.read_exact(&mut fixed).await.map_err(|e| format!("no handshake answer: {e}"))?;
+    let mut fixed = [0u8; ANSWER_FIXED];
+    s.read_exact(&mut fixed[..10]).await.map_err(|e| format!("no handshake answer: {e}"))?;
     if fixed[0..8] != PEER_MAGIC {
         return Err("peer answered with a bad magic".into());
     }
+    let version = u16::from_le_bytes([fixed[8], fixed[9]]);
+    if version != PEER_PROTOCOL_VERSION {
+        return Err(format!(
+            "peer speaks protocol version {version}, this node {PEER_PROTOCOL_VERSION}"
+        ));
+    }
+    s.read_exact(&mut fixed[10..]).await.map_err(|e| format!("short handshake answer: {e}"))?;
     let status = fixed[26];
-    let len = u16::from_le_bytes([fixed[27], fixed[28]]) as usize;
+    let len = u16::from_le_bytes([fixed[43], fixed[44]]) as usize;
     if status != 0 {
         let mut reason = vec![0u8; len.min(HANDSHAKE_TEXT_MAX)];
         let _ = s.read_exact(&mut reason).await;
@@ -256,7 +283,9 @@ async fn dial(cfg: &TransportConfig, to: NodeId, addr: &str) -> Result<TcpStream
     if id != to.0 {
         return Err(format!("expected node {} but reached node {id}", to.0));
     }
-    Ok(s)
+    let disk = DiskId(u128::from_le_bytes(fixed[27..43].try_into().expect("16 bytes")));
+    let live = cfg.disks.open(to, disk).map_err(|r| r.reason)?;
+    Ok((s, live))
 }
 
 /// Accepts peer connections until shutdown.
@@ -314,21 +343,27 @@ async fn serve_peer(
     let _ = s.set_nodelay(true);
     keepalive(&s);
     let hello = tokio::time::timeout(cfg.handshake_timeout, read_hello(cfg, &mut s)).await;
-    let (from, addr) = match hello.unwrap_or_else(|_| Err("handshake timed out".into())) {
+    let (from, disk, addr) = match hello.unwrap_or_else(|_| Err("handshake timed out".into())) {
         Ok(h) => h,
         Err(reason) => {
-            let _ = refuse(cfg, &mut s, &reason).await;
+            let _ = answer(cfg, &mut s, Some(&reason)).await;
             return Err(format!("handshake refused: {reason}"));
         }
     };
-    let mut answer = Vec::with_capacity(32);
-    answer.extend_from_slice(&PEER_MAGIC);
-    answer.extend_from_slice(&PEER_PROTOCOL_VERSION.to_le_bytes());
-    answer.extend_from_slice(&cfg.cluster_id.to_le_bytes());
-    answer.extend_from_slice(&cfg.me.0.to_le_bytes());
-    answer.push(0);
-    answer.extend_from_slice(&0u16.to_le_bytes());
-    s.write_all(&answer).await.map_err(|e| e.to_string())?;
+    let _live = match cfg.disks.open(from, disk) {
+        Ok(live) => live,
+        Err(refused) => {
+            let _ = answer(cfg, &mut s, Some(&refused.reason)).await;
+            // The refused node redials every second: say so now and then.
+            if refused.loud() {
+                warn!(node = cfg.me.0, peer = from.0, reason = %refused.reason, times = refused.nth, "handshake refused");
+            } else {
+                debug!(node = cfg.me.0, peer = from.0, reason = %refused.reason, "handshake refused");
+            }
+            return Ok(());
+        }
+    };
+    answer(cfg, &mut s, None).await.map_err(|e| e.to_string())?;
     debug!(node = cfg.me.0, peer = from.0, %addr, "peer connected");
     if inbound.send(Inbound::Hello { from, addr }).await.is_err() {
         return Ok(());
@@ -384,21 +419,26 @@ fn inbound_weight(msg: &Message, frame_bytes: usize, budget: usize) -> u32 {
     u32::try_from(bytes.min(budget).min(Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX)
 }
 
-async fn read_hello(cfg: &TransportConfig, s: &mut TcpStream) -> Result<(NodeId, String), String> {
-    let mut fixed = [0u8; 36];
-    s.read_exact(&mut fixed[..8]).await.map_err(|e| format!("no handshake: {e}"))?;
+async fn read_hello(
+    cfg: &TransportConfig,
+    s: &mut TcpStream,
+) -> Result<(NodeId, DiskId, String), String> {
+    let mut fixed = [0u8; HELLO_FIXED];
+    s.read_exact(&mut fixed[..10]).await.map_err(|e| format!("no handshake: {e}"))?;
     if fixed[0..8] != PEER_MAGIC {
         return Err("not an xraft peer (bad magic)".into());
     }
-    s.read_exact(&mut fixed[8..]).await.map_err(|e| format!("short handshake: {e}"))?;
-    let le64 = |at: usize| u64::from_le_bytes(fixed[at..at + 8].try_into().expect("8 bytes"));
+    // The version first: another version's hello may have another length.
     let version = u16::from_le_bytes([fixed[8], fixed[9]]);
-    let (cluster, from, to) = (le64(10), le64(18), le64(26));
     if version != PEER_PROTOCOL_VERSION {
         return Err(format!(
             "peer protocol version {version}, this node speaks {PEER_PROTOCOL_VERSION}"
         ));
     }
+    s.read_exact(&mut fixed[10..]).await.map_err(|e| format!("short handshake: {e}"))?;
+    let le64 = |at: usize| u64::from_le_bytes(fixed[at..at + 8].try_into().expect("8 bytes"));
+    let (cluster, from, to) = (le64(10), le64(18), le64(26));
+    let disk = DiskId(u128::from_le_bytes(fixed[34..50].try_into().expect("16 bytes")));
     if cluster != cfg.cluster_id {
         return Err(format!(
             "peer is in cluster {cluster}, this node in cluster {}",
@@ -411,23 +451,29 @@ async fn read_hello(cfg: &TransportConfig, s: &mut TcpStream) -> Result<(NodeId,
     if from == 0 || from == cfg.me.0 {
         return Err(format!("peer claims the invalid id {from}"));
     }
-    let len = u16::from_le_bytes([fixed[34], fixed[35]]) as usize;
+    let len = u16::from_le_bytes([fixed[50], fixed[51]]) as usize;
     if len > HANDSHAKE_TEXT_MAX {
         return Err(format!("advertised address of {len} bytes is too long"));
     }
     let mut addr = vec![0u8; len];
     s.read_exact(&mut addr).await.map_err(|e| format!("short handshake: {e}"))?;
-    Ok((NodeId(from), String::from_utf8_lossy(&addr).into_owned()))
+    Ok((NodeId(from), disk, String::from_utf8_lossy(&addr).into_owned()))
 }
 
-async fn refuse(cfg: &TransportConfig, s: &mut TcpStream, reason: &str) -> std::io::Result<()> {
-    let reason = &reason.as_bytes()[..reason.len().min(HANDSHAKE_TEXT_MAX)];
-    let mut answer = Vec::with_capacity(32 + reason.len());
+/// The listener's answer: accepted, or refused with `reason`.
+async fn answer(
+    cfg: &TransportConfig,
+    s: &mut TcpStream,
+    refused: Option<&str>,
+) -> std::io::Result<()> {
+    let reason = refused.map_or(&[][..], |r| &r.as_bytes()[..r.len().min(HANDSHAKE_TEXT_MAX)]);
+    let mut answer = Vec::with_capacity(ANSWER_FIXED + reason.len());
     answer.extend_from_slice(&PEER_MAGIC);
     answer.extend_from_slice(&PEER_PROTOCOL_VERSION.to_le_bytes());
     answer.extend_from_slice(&cfg.cluster_id.to_le_bytes());
     answer.extend_from_slice(&cfg.me.0.to_le_bytes());
-    answer.push(1);
+    answer.push(u8::from(refused.is_some()));
+    answer.extend_from_slice(&cfg.disk.0.to_le_bytes());
     answer.extend_from_slice(&(reason.len() as u16).to_le_bytes());
     answer.extend_from_slice(reason);
     s.write_all(&answer).await

@@ -21,6 +21,9 @@ async fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
     out
 }
 
+/// Bytes of the listener's handshake answer before the refusal reason.
+const ANSWER_FIXED: usize = 45;
+
 fn hello(cluster: u64, version: u16, from: u64, to: u64) -> Vec<u8> {
     let mut h = Vec::new();
     h.extend_from_slice(&PEER_MAGIC);
@@ -28,6 +31,7 @@ fn hello(cluster: u64, version: u16, from: u64, to: u64) -> Vec<u8> {
     h.extend_from_slice(&cluster.to_le_bytes());
     h.extend_from_slice(&from.to_le_bytes());
     h.extend_from_slice(&to.to_le_bytes());
+    h.extend_from_slice(&0u128.to_le_bytes()); // disk id
     h.extend_from_slice(&0u16.to_le_bytes());
     h
 }
@@ -61,13 +65,16 @@ async fn peer_port_refuses_garbage_wrong_cluster_wrong_version_and_bad_frames() 
         s.write_all(&hello(cluster, version, 9, 1)).await.unwrap();
         let answer = read_to_close(&mut s).await;
         assert_eq!(answer[26], 1, "refused");
-        assert!(String::from_utf8_lossy(&answer[29..]).contains(what), "{answer:?}");
+        assert!(String::from_utf8_lossy(&answer[ANSWER_FIXED..]).contains(what), "{answer:?}");
     }
     // A peer that dialed the wrong node.
     let mut s = TcpStream::connect(&peer).await.unwrap();
     s.write_all(&hello(1, PEER_PROTOCOL_VERSION, 9, 2)).await.unwrap();
     let answer = read_to_close(&mut s).await;
-    assert!(String::from_utf8_lossy(&answer[29..]).contains("dialed node 2"), "{answer:?}");
+    assert!(
+        String::from_utf8_lossy(&answer[ANSWER_FIXED..]).contains("dialed node 2"),
+        "{answer:?}"
+    );
     still_serves(&c, 2).await;
 
     // After a good handshake: an oversized frame, a bad checksum, garbage.
@@ -83,7 +90,7 @@ async fn peer_port_refuses_garbage_wrong_cluster_wrong_version_and_bad_frames() 
     for frame in frames {
         let mut s = TcpStream::connect(&peer).await.unwrap();
         s.write_all(&hello(1, PEER_PROTOCOL_VERSION, 9, 1)).await.unwrap();
-        let mut answer = [0u8; 29];
+        let mut answer = [0u8; ANSWER_FIXED];
         s.read_exact(&mut answer).await.unwrap();
         assert_eq!(answer[26], 0, "handshake accepted");
         s.write_all(&frame).await.unwrap();

@@ -365,3 +365,45 @@ async fn a_replaced_snapshot_is_not_held_open() {
     .await;
     c.shutdown().await;
 }
+
+/// A voter restarted under its id with a wiped data directory has lost its
+/// vote and its log; its peers refuse it, both ways, instead of letting it
+/// vote again or count in a quorum. Removed and added back (the documented
+/// way to replace a lost disk), the same id with a new directory is
+/// accepted and catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_back_with_a_wiped_directory_is_refused_until_removed_and_added_back() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.leader().await;
+    let victim = if leader == 3 { 2 } else { 3 };
+    c.node(leader).set("before", "wipe").await.unwrap();
+    assert_eq!(c.node(victim).get_linear("before").await.unwrap(), Some(Bytes::from("wipe")));
+    let refused = |r: xraft_tokio::Report| r.peer_disks_refused;
+    assert_eq!(refused(c.node(leader).handle().report().await.unwrap()), 0);
+
+    c.stop(victim).await;
+    std::fs::remove_dir_all(&c.slots[(victim - 1) as usize].dir).unwrap();
+    c.restart(victim).await;
+    wait_for("the leader to refuse the wiped node", || async {
+        (refused(c.node(leader).handle().report().await.ok()?) > 0).then_some(())
+    })
+    .await;
+    // The rest of the cluster goes on; the wiped node hears nothing of it.
+    c.node(leader).set("during", "refusal").await.unwrap();
+    let wiped = c.node(victim);
+    assert_eq!(wiped.get("before").await.unwrap(), None);
+    assert_ne!(wiped.health().await.unwrap().leader, Some(leader));
+
+    // Remove it, start it empty without members, and add it back.
+    c.stop(victim).await;
+    c.node(leader).leave(victim).await.unwrap();
+    let slot = &mut c.slots[(victim - 1) as usize];
+    std::fs::remove_dir_all(&slot.dir).unwrap();
+    c.nodes[(victim - 1) as usize] = Some(slot.start(slot.config(&[])).await);
+    let addr = slot.peer.clone();
+    c.node(leader).join(victim, addr).await.unwrap();
+    let back = c.node(victim);
+    assert_eq!(back.get_linear("before").await.unwrap(), Some(Bytes::from("wipe")));
+    assert_eq!(back.get_linear("during").await.unwrap(), Some(Bytes::from("refusal")));
+    c.shutdown().await;
+}

@@ -691,6 +691,11 @@ impl Node {
         &self.metrics
     }
 
+    /// The membership in force (the latest in the log, committed or not).
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
     /// A full status report.
     pub fn status(&self) -> Status {
         Status {

@@ -1,0 +1,247 @@
+//! Which disk each member was seen with, so that a member that comes back
+//! without its data is refused.
+//!
+//! Raft assumes a node's storage survives it. A voter restarted under its
+//! old id with an empty data directory has forgotten its vote and its log:
+//! it could vote a second time in a term, and help elect a leader that
+//! lacks committed entries. Every data directory has a random disk id (in
+//! its `IDENTITY` file) and the peer handshake carries it both ways; this
+//! registry remembers, for each member, the disk it was seen with, and the
+//! transport refuses a connection to or from that member with another disk.
+//!
+//! Invariants: only members have a recorded disk, so the record is bounded
+//! by the membership. A node that leaves the membership is forgotten, so
+//! one removed and added back (the way to replace a lost disk) is learned
+//! afresh. A node that becomes a member adopts the disk of its live
+//! connection if it has one, else the disk of its next handshake; a
+//! handshake from a non-member is never recorded (a removed node's old
+//! process must not pin its old disk). The record lives in memory: a node
+//! that restarts learns its peers' disks again from their next handshakes,
+//! so the check holds as long as some member that knew the lost disk stays
+//! up.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use xraft::{Membership, NodeId};
+use xraft_storage::DiskId;
+
+/// The registry, shared by the listener and the writer tasks.
+#[derive(Debug, Default)]
+pub(crate) struct PeerDisks {
+    inner: Mutex<Inner>,
+    /// Connections refused because a member came with another disk.
+    refused: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// The membership in force; empty until this node knows one.
+    members: BTreeSet<NodeId>,
+    /// Each member's disk, once seen.
+    known: BTreeMap<NodeId, DiskId>,
+    /// Open connections per node: the disk they came with, and how many.
+    live: BTreeMap<NodeId, (DiskId, usize)>,
+}
+
+/// A connection refused because a member came with another disk.
+#[derive(Debug)]
+pub(crate) struct Refused {
+    /// Why, naming both disks and the remedy.
+    pub reason: String,
+    /// How many connections this registry refused so far, this one included.
+    pub nth: u64,
+}
+
+impl Refused {
+    /// Whether this refusal is worth a warning: the first and every 50th
+    /// (a refused node keeps redialing).
+    pub fn loud(&self) -> bool {
+        self.nth == 1 || self.nth.is_multiple_of(50)
+    }
+}
+
+/// An open connection's claim on the registry; released when dropped.
+#[derive(Debug)]
+pub(crate) struct Live {
+    disks: Arc<PeerDisks>,
+    id: NodeId,
+    disk: DiskId,
+}
+
+impl PeerDisks {
+    /// A registry for a node whose membership is `m` (without voters if it
+    /// knows none yet).
+    pub fn new(m: &Membership) -> Arc<PeerDisks> {
+        let inner = Inner { members: members(m), ..Inner::default() };
+        Arc::new(PeerDisks { inner: Mutex::new(inner), refused: AtomicU64::new(0) })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // The sections below cannot panic half-way; a poisoned lock still
+        // holds a consistent map.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A connection to or from node `id`, whose data directory has `disk`,
+    /// completed its handshake. Refuses it, with the reason, if `id` is a
+    /// member known with another disk; records `disk` if `id` is a member
+    /// not yet known.
+    pub fn open(self: &Arc<Self>, id: NodeId, disk: DiskId) -> Result<Live, Refused> {
+        let mut g = self.lock();
+        match g.known.get(&id) {
+            Some(&was) if was != disk => {
+                drop(g);
+                let nth = self.refused.fetch_add(1, Relaxed) + 1;
+                let reason = format!(
+                    "node {} came back with another data directory (disk {disk}, was {was}): \
+                     it lost its state and must not vote; remove it and add it back",
+                    id.0
+                );
+                return Err(Refused { reason, nth });
+            }
+            Some(_) => {}
+            None => {
+                if g.members.contains(&id) {
+                    g.known.insert(id, disk);
+                }
+            }
+        }
+        let slot = g.live.entry(id).or_insert((disk, 0));
+        if slot.0 != disk {
+            // Two processes claim one id; the newest connection speaks.
+            *slot = (disk, 0);
+        }
+        slot.1 += 1;
+        Ok(Live { disks: Arc::clone(self), id, disk })
+    }
+
+    /// The membership in force changed: forgets nodes that left it, and
+    /// learns newcomers' disks from their open connections. A membership
+    /// without voters (a node not yet added) leaves the registry as it is.
+    pub fn set_members(&self, m: &Membership) {
+        if m.voters.is_empty() {
+            return;
+        }
+        let now = members(m);
+        let mut g = self.lock();
+        if now == g.members {
+            return;
+        }
+        g.known.retain(|id, _| now.contains(id));
+        let Inner { members, known, live } = &mut *g;
+        for id in now.difference(members) {
+            // A newcomer: whatever was known of it before it was removed
+            // (if it ever was a member) was dropped above.
+            if let Some((disk, _)) = live.get(id) {
+                known.insert(*id, *disk);
+            }
+        }
+        g.members = now;
+    }
+
+    /// Connections refused so far because a member came with another disk.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Relaxed)
+    }
+}
+
+/// Voters and learners; none if there are no voters.
+fn members(m: &Membership) -> BTreeSet<NodeId> {
+    if m.voters.is_empty() {
+        return BTreeSet::new();
+    }
+    m.voters.iter().chain(&m.learners).copied().collect()
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        let mut g = self.disks.lock();
+        if let Some(slot) = g.live.get_mut(&self.id) {
+            if slot.0 == self.disk {
+                slot.1 -= 1;
+                if slot.1 == 0 {
+                    g.live.remove(&self.id);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn voters(ids: &[u64]) -> Membership {
+        Membership::with_voters(ids.iter().map(|i| NodeId(*i)))
+    }
+
+    const A: DiskId = DiskId(0xa);
+    const B: DiskId = DiskId(0xb);
+
+    #[test]
+    fn a_member_with_another_disk_is_refused() {
+        let d = PeerDisks::new(&voters(&[1, 2]));
+        let first = d.open(NodeId(2), A).expect("first sight");
+        drop(first);
+        let again = d.open(NodeId(2), A).expect("same disk again");
+        let r = d.open(NodeId(2), B).unwrap_err();
+        assert!(r.reason.contains("node 2 came back"), "{}", r.reason);
+        assert!(r.loud() && r.nth == 1);
+        assert_eq!(d.refused(), 1);
+        drop(again);
+        // Closing every connection does not forget the member's disk.
+        let r = d.open(NodeId(2), B).unwrap_err();
+        assert!(!r.loud() && r.nth == 2, "later refusals are quiet");
+        assert_eq!(d.refused(), 2);
+    }
+
+    #[test]
+    fn a_removed_and_re_added_member_is_learned_afresh() {
+        let d = PeerDisks::new(&voters(&[1, 2, 3]));
+        drop(d.open(NodeId(3), A).unwrap());
+        d.set_members(&voters(&[1, 2]));
+        // The removed node's old process still dials: not recorded.
+        drop(d.open(NodeId(3), A).unwrap());
+        // Its replacement, with an empty directory, is added back.
+        let new = d.open(NodeId(3), B).expect("a non-member is not checked");
+        d.set_members(&voters(&[1, 2, 3]));
+        drop(new);
+        assert!(d.open(NodeId(3), A).is_err(), "the new disk is the one recorded");
+        assert!(d.open(NodeId(3), B).is_ok());
+    }
+
+    #[test]
+    fn a_newcomer_adopts_its_live_connection_only() {
+        let d = PeerDisks::new(&voters(&[1, 2]));
+        // A joiner connected before it was added, and is still connected.
+        let live = d.open(NodeId(4), A).unwrap();
+        // A node that came and went while not a member is not adopted.
+        drop(d.open(NodeId(5), A).unwrap());
+        d.set_members(&voters(&[1, 2, 4, 5]));
+        assert!(d.open(NodeId(4), B).is_err(), "adopted from the live connection");
+        assert!(d.open(NodeId(5), B).is_ok(), "first handshake as a member is recorded");
+        assert!(d.open(NodeId(5), A).is_err());
+        drop(live);
+    }
+
+    #[test]
+    fn a_membership_without_voters_changes_nothing() {
+        let d = PeerDisks::new(&Membership::default());
+        drop(d.open(NodeId(1), A).unwrap());
+        d.set_members(&Membership::default());
+        assert!(d.open(NodeId(1), B).is_ok(), "not a known member");
+        let live = d.open(NodeId(1), B).unwrap();
+        d.set_members(&voters(&[1, 2]));
+        assert!(d.open(NodeId(1), A).is_err());
+        drop(live);
+        // Learners are members too.
+        let mut m = voters(&[1]);
+        m.learners.insert(NodeId(2));
+        d.set_members(&m);
+        drop(d.open(NodeId(2), A).unwrap());
+        assert!(d.open(NodeId(2), B).is_err());
+    }
+}
