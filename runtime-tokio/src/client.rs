@@ -399,7 +399,7 @@ pub(crate) fn info_text(r: &crate::node::Report) -> String {
          proposals_forwarded:{}\r\nappends_sent:{}\r\nappends_received:{}\r\n\
          elections_started:{}\r\nelections_won:{}\r\nsnapshots_taken:{}\r\n\
          snapshots_installed:{}\r\nread_index_requests:{}\r\nmessages_dropped:{}\r\n\
-         messages_invalid:{}\r\npeer_disks_refused:{}\r\n\
+         messages_invalid:{}\r\npeer_disks_refused:{}\r\npeer_disks_known:{}\r\n\
          disk_syncs:{}\r\ndisk_writes:{}\r\ndisk_entries:{}\r\n",
         m.proposals_total,
         m.proposals_ok,
@@ -415,6 +415,7 @@ pub(crate) fn info_text(r: &crate::node::Report) -> String {
         r.messages_dropped,
         m.messages_invalid,
         r.peer_disks_refused,
+        r.peer_disks_known,
         r.disk_syncs,
         r.disk_writes,
         r.disk_entries,

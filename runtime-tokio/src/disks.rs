@@ -15,10 +15,12 @@
 //! afresh. A node that becomes a member adopts the disk of its live
 //! connection if it has one, else the disk of its next handshake; a
 //! handshake from a non-member is never recorded (a removed node's old
-//! process must not pin its old disk). The record lives in memory: a node
-//! that restarts learns its peers' disks again from their next handshakes,
-//! so the check holds as long as some member that knew the lost disk stays
-//! up.
+//! process must not pin its old disk). The transport connects to every
+//! member, so each node learns every member's disk, not only its leader's.
+//! The record lives in memory: a node that restarts learns its peers' disks
+//! again from their next handshakes, and so accepts a member wiped before
+//! it came back (closing that needs the disk ids in the replicated
+//! membership).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -139,6 +141,11 @@ impl PeerDisks {
             }
         }
         g.members = now;
+    }
+
+    /// Members whose disk is known.
+    pub fn known(&self) -> usize {
+        self.lock().known.len()
     }
 
     /// Connections refused so far because a member came with another disk.

@@ -68,6 +68,9 @@ pub struct Report {
     /// Peer connections refused because a member came back with another
     /// data directory than before (it lost its state).
     pub peer_disks_refused: u64,
+    /// Other members whose data directory's disk id this node knows (from
+    /// a handshake, either way); a member back with another is refused.
+    pub peer_disks_known: usize,
     /// Group commits (one fsync each) by the disk thread.
     pub disk_syncs: u64,
     /// Writes (`Persist` outputs) made durable.
@@ -302,6 +305,7 @@ impl<A: Application> Loop<A> {
                     status: self.node.status(),
                     messages_dropped: self.peers.dropped,
                     peer_disks_refused: self.peers.disks_refused(),
+                    peer_disks_known: self.peers.disks_known(),
                     disk_syncs: sync.count(),
                     disk_writes: self.disk_stats.writes.load(Relaxed),
                     disk_entries: self.disk_stats.entries.load(Relaxed),

@@ -1,5 +1,6 @@
-//! The peer transport: TCP, one outbound connection per peer, the core's
-//! framed wire format after a handshake.
+//! The peer transport: TCP, one outbound connection to each member (and to
+//! any other node this one sends to), the core's framed wire format after a
+//! handshake.
 //!
 //! Owns dialing (with backoff), the handshake, per-peer writer tasks with
 //! bounded queues and batched writes, and the listener whose connections
@@ -145,17 +146,34 @@ impl Peers {
         self.addrs.insert(id, addr);
     }
 
-    /// Updates addresses from the membership in force; stops writers to
-    /// peers whose address changed and to former members (a writer is
-    /// started again if the node ever sends to one).
+    /// The membership in force changed: updates addresses, stops writers
+    /// to peers whose address changed and to former members (a writer is
+    /// started again if the node ever sends to one), and connects to every
+    /// member not yet connected, so each node handshakes with, and learns
+    /// the disk of, every member rather than only those it sends to.
     pub fn update_addrs(&mut self, membership: &xraft::Membership) {
         self.cfg.disks.set_members(membership);
         for (id, addr) in &membership.addrs {
             self.learn(*id, addr.clone());
         }
         // A node not yet added knows no membership: keep what it has.
-        if !membership.voters.is_empty() {
-            self.peers.retain(|id, _| membership.contains(*id));
+        if membership.voters.is_empty() {
+            return;
+        }
+        self.peers.retain(|id, _| membership.contains(*id));
+        let missing: Vec<(NodeId, String)> = membership
+            .addrs
+            .iter()
+            .filter(|(id, a)| {
+                **id != self.cfg.me
+                    && !a.is_empty()
+                    && membership.contains(**id)
+                    && !self.peers.contains_key(*id)
+            })
+            .map(|(id, a)| (*id, a.clone()))
+            .collect();
+        for (id, addr) in missing {
+            self.start(id, addr);
         }
     }
 
@@ -163,6 +181,11 @@ impl Peers {
     /// disk than before.
     pub fn disks_refused(&self) -> u64 {
         self.cfg.disks.refused()
+    }
+
+    /// Members whose disk this node knows (from a handshake either way).
+    pub fn disks_known(&self) -> usize {
+        self.cfg.disks.known()
     }
 
     fn start(&mut self, to: NodeId, addr: String) {
@@ -191,14 +214,22 @@ async fn writer(
         let dial = tokio::time::timeout(cfg.handshake_timeout, dial(&cfg, to, &addr));
         let (mut stream, _live) = tokio::select! {
             _ = shutdown.changed() => return,
-            r = dial => match r.unwrap_or_else(|_| Err("handshake timed out".into())) {
+            r = dial => match r.unwrap_or_else(|_| Err(Dial::Failed("handshake timed out".into()))) {
                 Ok(s) => s,
-                Err(reason) => {
+                Err(e) => {
                     failures += 1;
-                    if failures == 1 || failures.is_multiple_of(50) {
-                        info!(peer = to.0, %addr, %reason, failures, "cannot reach peer");
-                    } else {
-                        debug!(peer = to.0, %addr, %reason, "cannot reach peer");
+                    let loud = failures == 1 || failures.is_multiple_of(50);
+                    match e {
+                        // Refused either way: a setup error someone must fix.
+                        Dial::Refused(reason) if loud => {
+                            warn!(peer = to.0, %addr, %reason, failures, "peer connection refused")
+                        }
+                        Dial::Failed(reason) if loud => {
+                            info!(peer = to.0, %addr, %reason, failures, "cannot reach peer")
+                        }
+                        Dial::Refused(reason) | Dial::Failed(reason) => {
+                            debug!(peer = to.0, %addr, %reason, "cannot reach peer")
+                        }
                     }
                     // Messages queued meanwhile are stale: drop them.
                     while rx.try_recv().is_ok() {}
@@ -245,9 +276,19 @@ async fn writer(
     }
 }
 
-async fn dial(cfg: &TransportConfig, to: NodeId, addr: &str) -> Result<(TcpStream, Live), String> {
-    let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    s.set_nodelay(true).map_err(|e| e.to_string())?;
+/// Why a dial did not give a connection.
+enum Dial {
+    /// Unreachable, closed or timed out: retried quietly.
+    Failed(String),
+    /// Refused by either side (wrong cluster, version, node or disk): a
+    /// setup error, logged as a warning.
+    Refused(String),
+}
+
+async fn dial(cfg: &TransportConfig, to: NodeId, addr: &str) -> Result<(TcpStream, Live), Dial> {
+    let failed = |e: std::io::Error| Dial::Failed(e.to_string());
+    let mut s = TcpStream::connect(addr).await.map_err(failed)?;
+    s.set_nodelay(true).map_err(failed)?;
     keepalive(&s);
     let mut hello = Vec::with_capacity(64);
     hello.extend_from_slice(&PEER_MAGIC);
@@ -259,32 +300,40 @@ async fn dial(cfg: &TransportConfig, to: NodeId, addr: &str) -> Result<(TcpStrea
     let advertise = &cfg.advertise.as_bytes()[..cfg.advertise.len().min(HANDSHAKE_TEXT_MAX)];
     hello.extend_from_slice(&(advertise.len() as u16).to_le_bytes());
     hello.extend_from_slice(advertise);
-    s.write_all(&hello).await.map_err(|e| e.to_string())?;
+    s.write_all(&hello).await.map_err(failed)?;
     let mut fixed = [0u8; ANSWER_FIXED];
-    s.read_exact(&mut fixed[..10]).await.map_err(|e| format!("no handshake answer: {e}"))?;
+    let short = |e: std::io::Error| Dial::Failed(format!("no handshake answer: {e}"));
+    s.read_exact(&mut fixed[..10]).await.map_err(short)?;
     if fixed[0..8] != PEER_MAGIC {
-        return Err("peer answered with a bad magic".into());
+        return Err(Dial::Refused("peer answered with a bad magic".into()));
     }
     let version = u16::from_le_bytes([fixed[8], fixed[9]]);
     if version != PEER_PROTOCOL_VERSION {
-        return Err(format!(
+        return Err(Dial::Refused(format!(
             "peer speaks protocol version {version}, this node {PEER_PROTOCOL_VERSION}"
-        ));
+        )));
     }
-    s.read_exact(&mut fixed[10..]).await.map_err(|e| format!("short handshake answer: {e}"))?;
+    s.read_exact(&mut fixed[10..]).await.map_err(short)?;
     let status = fixed[26];
     let len = u16::from_le_bytes([fixed[43], fixed[44]]) as usize;
     if status != 0 {
         let mut reason = vec![0u8; len.min(HANDSHAKE_TEXT_MAX)];
         let _ = s.read_exact(&mut reason).await;
-        return Err(format!("refused by peer: {}", String::from_utf8_lossy(&reason)));
+        return Err(Dial::Refused(format!("by peer: {}", String::from_utf8_lossy(&reason))));
     }
-    let id = u64::from_le_bytes(fixed[18..26].try_into().expect("8 bytes"));
+    let le64 = |at: usize| u64::from_le_bytes(fixed[at..at + 8].try_into().expect("8 bytes"));
+    let (cluster, id) = (le64(10), le64(18));
+    if cluster != cfg.cluster_id {
+        return Err(Dial::Refused(format!(
+            "peer is in cluster {cluster}, this node in cluster {}",
+            cfg.cluster_id
+        )));
+    }
     if id != to.0 {
-        return Err(format!("expected node {} but reached node {id}", to.0));
+        return Err(Dial::Refused(format!("expected node {} but reached node {id}", to.0)));
     }
     let disk = DiskId(u128::from_le_bytes(fixed[27..43].try_into().expect("16 bytes")));
-    let live = cfg.disks.open(to, disk).map_err(|r| r.reason)?;
+    let live = cfg.disks.open(to, disk).map_err(|r| Dial::Refused(r.reason))?;
     Ok((s, live))
 }
 

@@ -376,18 +376,30 @@ async fn a_node_back_with_a_wiped_directory_is_refused_until_removed_and_added_b
     let mut c = Cluster::start(3).await;
     let leader = c.leader().await;
     let victim = if leader == 3 { 2 } else { 3 };
+    let other = 6 - leader - victim;
     c.node(leader).set("before", "wipe").await.unwrap();
     assert_eq!(c.node(victim).get_linear("before").await.unwrap(), Some(Bytes::from("wipe")));
     let refused = |r: xraft_tokio::Report| r.peer_disks_refused;
     assert_eq!(refused(c.node(leader).handle().report().await.unwrap()), 0);
+    // Each node connects to every member, so each learns both others' disks.
+    for id in 1..=3 {
+        wait_for("every node to know both others' disks", || async {
+            (c.node(id).handle().report().await.ok()?.peer_disks_known == 2).then_some(())
+        })
+        .await;
+    }
 
     c.stop(victim).await;
     std::fs::remove_dir_all(&c.slots[(victim - 1) as usize].dir).unwrap();
     c.restart(victim).await;
-    wait_for("the leader to refuse the wiped node", || async {
-        (refused(c.node(leader).handle().report().await.ok()?) > 0).then_some(())
-    })
-    .await;
+    // Both other members refuse it: each connects to every member, so the
+    // follower too knows the disk it had, though it never sent it a thing.
+    for id in [leader, other] {
+        wait_for("both other members to refuse the wiped node", || async {
+            (refused(c.node(id).handle().report().await.ok()?) > 0).then_some(())
+        })
+        .await;
+    }
     // The rest of the cluster goes on; the wiped node hears nothing of it.
     c.node(leader).set("during", "refusal").await.unwrap();
     let wiped = c.node(victim);
