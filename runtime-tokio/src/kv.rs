@@ -439,7 +439,8 @@ impl KvServer {
         Ok(nodes_of(&self.handle().report().await?))
     }
 
-    /// Hands leadership to node `id`.
+    /// Hands leadership to node `id`; `Ok` once this node's leader knows
+    /// that `id` leads.
     pub async fn transfer_leadership(&self, id: u64) -> Result<()> {
         self.handle().transfer_leadership(NodeId(id)).await
     }

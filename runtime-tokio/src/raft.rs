@@ -372,7 +372,9 @@ impl<A: Application> RaftHandle<A> {
         self.ask(|reply| Request::Change { change, reply }).await?
     }
 
-    /// Hands leadership to `target`.
+    /// Hands leadership to `target`; `Ok` once the leader that handed off
+    /// learns that `target` was elected, `LeadershipLost` if another node
+    /// was.
     pub async fn transfer_leadership(&self, target: NodeId) -> Result<()> {
         self.ask(|reply| Request::Transfer { target, reply }).await?
     }

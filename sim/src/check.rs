@@ -360,6 +360,11 @@ impl Oracle {
         self.applied[node]
     }
 
+    /// Whether `id` was elected leader in `term` or a later one.
+    pub fn led_since(&self, id: NodeId, term: Term) -> bool {
+        self.leaders.range(term..).any(|(_, &l)| l == id)
+    }
+
     /// Election safety and leader completeness: `node` became leader of
     /// `term`; `log` is its log at that moment, which a snapshot covers
     /// through `snap_index`. Completeness binds entries committed in

@@ -143,6 +143,10 @@ pub enum Canary {
     /// it was refused (as if `NotLeader`), though it is in the log (class
     /// 34/35: a client told "not done" for a write that takes effect).
     FalseRefusal,
+    /// The runtime reports a leadership transfer done as soon as the leader
+    /// sends the target `TimeoutNow`, before the target is elected (a
+    /// caller told "done" for a hand-off that may still fail).
+    EarlyTransfer,
 }
 
 /// Everything that shapes a cluster run besides the scripted operations.
@@ -479,7 +483,11 @@ enum ReqKind {
     /// A read, maybe a client op.
     Read(Option<usize>),
     Change,
-    Transfer,
+    /// A transfer to `target`, asked of a node whose term was `since`.
+    Transfer {
+        target: usize,
+        since: Term,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -1191,8 +1199,8 @@ impl Cluster {
 
     /// Asks node `i` to hand leadership to node `target` (a position).
     pub fn transfer_leadership(&mut self, i: usize, target: usize) -> Option<u64> {
-        self.slots[i].node.as_ref()?;
-        let request = self.new_request(i, ReqKind::Transfer);
+        let since = self.slots[i].node.as_ref()?.term();
+        let request = self.new_request(i, ReqKind::Transfer { target, since });
         self.stats.transfers_requested += 1;
         self.trace.push(
             self.now,
@@ -1689,7 +1697,14 @@ impl Cluster {
 
     fn handle_output(&mut self, i: usize, o: Output) {
         match o {
-            Output::Send(msg) => self.send(i, msg),
+            Output::Send(msg) => {
+                if self.cfg.canary == Canary::EarlyTransfer
+                    && matches!(msg.body, xraft::MessageBody::TimeoutNow)
+                {
+                    self.early_transfer(msg.to);
+                }
+                self.send(i, msg)
+            }
             Output::Persist(w) => {
                 self.stats.persists += 1;
                 self.trace.push(
@@ -1813,7 +1828,9 @@ impl Cluster {
             }
             Output::Completed { request } => {
                 if let Some(req) = self.answered(i, request, Outcome::Completed) {
-                    if !matches!(req.kind, ReqKind::Transfer) {
+                    if let ReqKind::Transfer { target, since } = req.kind {
+                        self.transfer_completed(i, target, since);
+                    } else {
                         let what = format!("request {request:?} answered with Completed");
                         self.fail(Violation::Contract { node: node_id(i), what });
                     }
@@ -1856,6 +1873,38 @@ impl Cluster {
                 self.fail(Violation::Contract { node: node_id(i), what });
                 None
             }
+        }
+    }
+
+    /// A transfer to `target` was reported done: the target must have been
+    /// elected in a term no older than the one its request was asked in.
+    fn transfer_completed(&mut self, node: usize, target: usize, since: Term) {
+        if !self.oracle.led_since(node_id(target), since) {
+            let what = format!(
+                "transfer to {:?} reported completed, but it was not elected since term {}",
+                node_id(target),
+                since.0
+            );
+            self.fail(Violation::Contract { node: node_id(node), what });
+        }
+    }
+
+    /// Canary `EarlyTransfer`: reports every pending transfer to `to` done.
+    fn early_transfer(&mut self, to: NodeId) {
+        let done: Vec<(u64, usize, usize, Term)> = self
+            .requests
+            .iter()
+            .filter_map(|(&r, req)| match req.kind {
+                ReqKind::Transfer { target, since } if node_id(target) == to => {
+                    Some((r, req.node, target, since))
+                }
+                _ => None,
+            })
+            .collect();
+        for (r, node, target, since) in done {
+            self.requests.remove(&r);
+            self.outcomes.insert(r, Outcome::Completed);
+            self.transfer_completed(node, target, since);
         }
     }
 

@@ -714,9 +714,9 @@ impl SeedRun {
             let before = self.cluster.stats().core.transfers_completed;
             let Err(v) = self.liveness_once() else { return };
             // A hand-off may be under way (TimeoutNow sent, the target
-            // campaigning, the old leader not yet deposed): it counts as
-            // completed only once the old leader steps down, so let the
-            // cluster settle before judging.
+            // campaigning, the old leader not yet told of it): it counts as
+            // completed only once the old leader hears that the target
+            // leads, so let the cluster settle before judging.
             let t = self.cluster.now_us() + STABLE_WINDOW_US;
             self.advance_to(t);
             let l = self.cluster.leader();

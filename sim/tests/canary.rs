@@ -90,3 +90,15 @@ fn a_write_reported_refused_but_committed_is_caught() {
         );
     }
 }
+
+#[test]
+fn a_transfer_reported_done_before_the_target_is_elected_is_caught() {
+    let found = first_failures(Canary::EarlyTransfer, 40);
+    assert!(!found.is_empty(), "transfers reported done at TimeoutNow went unnoticed in 40 seeds");
+    for (seed, v) in &found {
+        assert!(
+            matches!(v, Violation::Contract { what, .. } if what.contains("not elected since")),
+            "seed {seed}: unexpected {v}"
+        );
+    }
+}

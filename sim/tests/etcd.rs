@@ -402,9 +402,11 @@ fn transfer_to_an_up_to_date_follower() {
         let target = (l + 1) % 3;
         let t = term(&c, l);
         let r = c.transfer_leadership(l, target).expect("up");
-        let moved = run_until(&mut c, ELECTION_MS, |c| c.leader() == Some(target));
-        assert!(moved, "seed {seed}: the target did not take over");
+        // Completed once the old leader hears from the new one.
+        let moved = run_until(&mut c, ELECTION_MS, |c| c.outcome(r).is_some());
+        assert!(moved, "seed {seed}: the transfer did not end");
         assert_eq!(c.outcome(r), Some(&Outcome::Completed), "seed {seed}");
+        assert_eq!(c.leader(), Some(target), "seed {seed}: the target did not take over");
         assert_eq!(term(&c, target), t.next(), "seed {seed}: more than one election");
         assert!(c.committed_payloads().len() >= index);
         c.one(2, 3, true);
@@ -429,9 +431,10 @@ fn transfer_to_a_lagging_follower_catches_it_up_first() {
         assert!(behind < last, "seed {seed}: the target is not behind");
         c.net_mut().set_cut(l, target, false);
         let r = c.transfer_leadership(l, target).expect("up");
-        let moved = run_until(&mut c, 2 * ELECTION_MS, |c| c.leader() == Some(target));
-        assert!(moved, "seed {seed}: the lagging target did not take over");
+        let moved = run_until(&mut c, 2 * ELECTION_MS, |c| c.outcome(r).is_some());
+        assert!(moved, "seed {seed}: the transfer did not end");
         assert_eq!(c.outcome(r), Some(&Outcome::Completed), "seed {seed}");
+        assert_eq!(c.leader(), Some(target), "seed {seed}: the lagging target did not take over");
         // It was elected with every committed entry (the vote rule alone
         // would refuse it otherwise): it commits on top of them.
         let index = c.one(99, 3, true);

@@ -243,9 +243,6 @@ impl Node {
             return false;
         }
         if m.term > self.term {
-            if let Some(t) = &mut self.transfer {
-                t.deposed_by = Some(m.from);
-            }
             if let RequestVote { pre_vote, transfer, .. } = m.body {
                 // Leader lease (with CheckQuorum): while we hear from a leader,
                 // ignore campaigns, so a partitioned node that rejoins cannot

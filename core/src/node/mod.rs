@@ -49,7 +49,7 @@
 //! * [`Output::ReadReady`]: a linearizable read may now be served from the
 //!   local state machine (applied has reached its read index).
 //! * [`Output::Completed`]: a request without a log index finished (a
-//!   leadership transfer handed off).
+//!   leadership transfer done: the target is known to lead a later term).
 //! * [`Output::TakeSnapshot`]: the runtime SHOULD have the state machine
 //!   write its state as of `meta.index` (everything handed out in `Apply`
 //!   so far) to a durable snapshot and answer `Input::SnapshotTaken`.
@@ -94,7 +94,7 @@ use self::membership::ConfigState;
 use self::progress::Progress;
 use self::read::Reads;
 use self::snapshot::SnapState;
-use self::transfer::Transfer;
+use self::transfer::{Handoff, Transfer};
 
 /// Commands carried by one `Propose`; one lives inline.
 pub type Commands = SmallVec<[Bytes; 1]>;
@@ -210,7 +210,8 @@ pub enum Output {
         /// Its read index (already applied).
         index: LogIndex,
     },
-    /// A request without a log index finished (a transfer handed off).
+    /// A request without a log index finished (a transfer done: the node
+    /// that handed off learned that the target leads a later term).
     Completed {
         /// The request's tag.
         request: RequestId,
@@ -395,7 +396,8 @@ pub struct Metrics {
     pub config_changes_committed: u64,
     /// Learners promoted while this node led.
     pub learners_promoted: u64,
-    /// Leadership transfers handed off by this node.
+    /// Leadership transfers handed off by this node whose target it then
+    /// saw elected.
     pub transfers_completed: u64,
     /// Messages dropped as impossible from an honest peer: an append whose
     /// entries do not follow on from its anchor one index at a time, whose
@@ -516,6 +518,8 @@ pub struct Node {
     reads: Reads,
     fwd: Forwarding,
     transfer: Option<Transfer>,
+    /// A transfer handed off while leading, awaiting news of the next leader.
+    handoff: Option<Handoff>,
     snap: SnapState,
     dur: Durability,
     out: Vec<Output>,
@@ -592,6 +596,7 @@ impl Node {
             reads: Reads::default(),
             fwd: Forwarding::default(),
             transfer: None,
+            handoff: None,
             snap: SnapState::new(snapshot, cfg.snapshot_threshold_entries),
             dur: Durability::new(hard_state, log.last_index()),
             log,
@@ -637,6 +642,7 @@ impl Node {
                 self.on_snapshot_chunk(to, meta, offset, data, done)
             }
         }
+        self.settle_handoff();
         self.flush_write();
         self.maybe_apply();
         self.release_reads();
@@ -732,6 +738,7 @@ impl Node {
             self.fwd.next_deadline(),
             self.reads.next_deadline(),
             self.transfer.as_ref().map(|t| t.deadline()),
+            self.handoff.as_ref().map(|h| h.deadline()),
             self.next_chunk_deadline(),
         ];
         let until = deadlines

@@ -3,17 +3,22 @@
 //! Owns the leader's side: bring the target up to date, send it
 //! `TimeoutNow`, and refuse proposals meanwhile; the target campaigns at once
 //! with a vote request that voters honour despite the leader lease.
-//! Invariants: at most one transfer at a time; it ends when this node stops
-//! leading (handed off), after an election timeout (aborted, `Timeout`), or
-//! when the target stops being a voter (aborted).
+//! Invariants: at most one transfer at a time; it is aborted after an
+//! election timeout (`Timeout`), when the target stops being a voter, or
+//! when this node stops leading before sending `TimeoutNow`
+//! (`LeadershipLost`). Once `TimeoutNow` went out, stopping leading makes
+//! it a hand-off whose outcome waits until this node learns who leads a
+//! later term: `Completed` only if the target does, `LeadershipLost` if
+//! another node does or if no leader is heard of within two maximum
+//! election timeouts. So `Completed` means the target was elected.
 
 use std::borrow::Cow;
 
 use crate::error::ProposeError;
 use crate::message::{ForwardResult, Message, MessageBody};
-use crate::types::NodeId;
+use crate::types::{NodeId, Term};
 
-use super::{Node, Requester};
+use super::{Node, Requester, Role};
 
 #[derive(Debug)]
 pub(crate) struct Transfer {
@@ -21,11 +26,26 @@ pub(crate) struct Transfer {
     who: Requester,
     deadline: u64,
     timeout_now_sent: bool,
-    /// Who sent the higher-term message that deposes us, if one did.
-    pub deposed_by: Option<NodeId>,
 }
 
 impl Transfer {
+    pub fn deadline(&self) -> u64 {
+        self.deadline
+    }
+}
+
+/// A transfer whose `TimeoutNow` went out before this node stopped leading:
+/// its outcome waits for news of the next leader.
+#[derive(Debug)]
+pub(crate) struct Handoff {
+    target: NodeId,
+    who: Requester,
+    /// The term this node led in; the target must lead a later one.
+    term: Term,
+    deadline: u64,
+}
+
+impl Handoff {
     pub fn deadline(&self) -> u64 {
         self.deadline
     }
@@ -47,8 +67,7 @@ impl Node {
             return self.respond(who, ForwardResult::Rejected(error));
         }
         let deadline = self.now + u64::from(self.cfg.election_timeout_ticks_min);
-        self.transfer =
-            Some(Transfer { target, who, deadline, timeout_now_sent: false, deposed_by: None });
+        self.transfer = Some(Transfer { target, who, deadline, timeout_now_sent: false });
         self.maybe_send_timeout_now();
     }
 
@@ -86,17 +105,41 @@ impl Node {
         }
     }
 
-    /// This node stops leading: a transfer in progress handed off only if
-    /// the target's campaign deposed us; otherwise (CheckQuorum, another
-    /// node's term) the leader is lost and the hand-off did not happen.
+    /// This node stops leading: a transfer whose `TimeoutNow` went out
+    /// becomes a hand-off awaiting the next leader; one that had not got
+    /// that far is lost.
     pub(super) fn end_transfer_on_step_down(&mut self) {
         let Some(t) = self.transfer.take() else { return };
-        let handed_off = t.timeout_now_sent && t.deposed_by == Some(t.target);
-        if handed_off {
+        if !t.timeout_now_sent {
+            return self.respond(t.who, ForwardResult::Rejected(ProposeError::LeadershipLost));
+        }
+        // At most one: a node leads again (ending any earlier hand-off, see
+        // `settle_handoff`) before it can start another transfer.
+        if let Some(old) = self.handoff.take() {
+            self.respond(old.who, ForwardResult::Rejected(ProposeError::LeadershipLost));
+        }
+        let wait = 2 * u64::from(self.cfg.election_timeout_ticks_max);
+        let deadline = self.now + wait;
+        self.handoff = Some(Handoff { target: t.target, who: t.who, term: self.term, deadline });
+    }
+
+    /// After each input: ends a hand-off once this node knows who leads a
+    /// later term than the one it handed off (or itself leads again), or
+    /// once its deadline passed.
+    pub(super) fn settle_handoff(&mut self) {
+        let Some(h) = &self.handoff else { return };
+        let leader = if self.role == Role::Leader { Some(self.cfg.id) } else { self.leader };
+        let completed = match leader {
+            Some(l) if self.term > h.term => l == h.target,
+            _ if self.now >= h.deadline => false,
+            _ => return,
+        };
+        let Some(h) = self.handoff.take() else { return };
+        if completed {
             self.metrics.transfers_completed += 1;
-            self.respond(t.who, ForwardResult::Completed);
+            self.respond(h.who, ForwardResult::Completed);
         } else {
-            self.respond(t.who, ForwardResult::Rejected(ProposeError::LeadershipLost));
+            self.respond(h.who, ForwardResult::Rejected(ProposeError::LeadershipLost));
         }
     }
 
