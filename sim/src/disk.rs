@@ -275,15 +275,28 @@ impl Disk {
 
     /// Makes `hard_state` and `entries` durable. Fails, changing nothing, if
     /// the entries would leave a gap after the stored log or rewrite what
-    /// the snapshot covers.
+    /// the compaction point covers without a snapshot covering it.
+    ///
+    /// As in `xraft_storage::Storage::append`, a write at or below the
+    /// durable snapshot's index (queued before a snapshot of entries not yet
+    /// durable here) drops the entries the snapshot covers and, replacing
+    /// the log from its first index on, every stored entry: the log goes on
+    /// after the snapshot.
     pub fn apply(
         &mut self,
         hard_state: Option<HardState>,
         entries: &[Entry],
     ) -> Result<(), (LogIndex, LogIndex)> {
+        let mut entries = entries;
+        let snap = self.snapshot_index();
+        if let Some(first) = entries.first().filter(|e| e.index <= snap) {
+            let covered = (snap.0 - first.index.0 + 1).min(entries.len() as u64) as usize;
+            entries = &entries[covered..];
+            self.entries.clear();
+            self.base = snap;
+        }
         if let Some(first) = entries.first() {
             let mut last = LogIndex(self.base.0 + self.entries.len() as u64);
-            let snap = self.snapshot_index();
             if snap >= last && first.index == snap.next() {
                 // The snapshot (taken ahead of a durable log that a crash
                 // cut short) covers the whole stored log: it goes on after

@@ -315,8 +315,14 @@ impl Log {
         if self.term_at(meta.index) == Some(meta.term) {
             return self.compact(meta.index);
         }
+        self.restart_after(meta.index)
+    }
+
+    /// Discards every stored entry; the log goes on after `index` (a
+    /// durable snapshot's, which covers everything up to it).
+    pub fn restart_after(&mut self, index: LogIndex) -> Result<()> {
         self.discard_all()?;
-        self.base = self.base.max(meta.index);
+        self.base = self.base.max(index);
         Ok(())
     }
 

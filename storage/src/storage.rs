@@ -118,8 +118,17 @@ impl Storage {
     /// `entries[0].index` on: stored entries at or after it are discarded
     /// first (a conflict truncation; the discard of entries already on disk
     /// is made durable at once). Durable only after [`Storage::sync`].
-    /// `entries[0].index` must be above the compaction point and the latest
-    /// snapshot's index, and at most one past the last index.
+    /// `entries[0].index` must be above the compaction point and at most one
+    /// past the last index, or at or below the latest snapshot's index.
+    ///
+    /// A write at or below the latest snapshot's index was queued before the
+    /// snapshot became durable (a follower may apply, and snapshot, entries
+    /// it has not yet made durable itself). The snapshot covers those
+    /// entries, so they are dropped; and as the write replaces the log from
+    /// its first index on, every stored entry goes too (durably at once):
+    /// the log goes on after the snapshot with the write's later entries.
+    /// Keeping a stale entry at the snapshot's index instead would make
+    /// recovery discard the log after it.
     pub fn append(&mut self, entries: &[Entry]) -> Result<()> {
         self.check_poisoned()?;
         for pair in entries.windows(2) {
@@ -127,11 +136,13 @@ impl Storage {
                 return Err(Error::NonContiguous { index: pair[1].index });
             }
         }
-        // Entries covered by a durable snapshot are committed: rewriting one
-        // is a caller bug, and recovery would discard the log for it.
         let snap = self.snapshots.latest().map_or(LogIndex::ZERO, |s| s.index);
+        let mut entries = entries;
         if let Some(first) = entries.first().filter(|e| e.index <= snap) {
-            return Err(Error::AppendBelowBase { index: first.index, base: snap });
+            let covered = (snap.0 - first.index.0 + 1).min(entries.len() as u64) as usize;
+            entries = &entries[covered..];
+            let r = self.log.restart_after(snap);
+            self.poison_on_io(r)?;
         }
         let max = self.options.record_bytes_max;
         if let Some(e) = entries.iter().find(|e| e.data.len() > max as usize) {

@@ -181,13 +181,42 @@ fn installing_a_conflicting_snapshot_discards_the_log() {
     assert!(segment_files(dir.path()).is_empty());
     assert_eq!(s.last_index(), LogIndex(70));
     assert!(matches!(s.append(&entries(75, 76, 3, 5)), Err(Error::AppendGap { .. })));
-    assert!(matches!(s.append(&entries(70, 71, 3, 5)), Err(Error::AppendBelowBase { .. })));
     s.append(&entries(71, 80, 3, 5)).expect("append after install");
     s.sync().expect("sync");
     drop(s);
     let (_, r) = Storage::open(dir.path(), small_options()).expect("reopen");
     assert_eq!(r.snapshot, Some(meta(70, 3)));
     assert_eq!(r.entries, entries(71, 80, 3, 5));
+}
+
+/// A follower may apply, and snapshot, entries it has not made durable
+/// itself; writes queued before the snapshot became durable then reach
+/// storage after it (simulator seed 7054396: a stale entry at the snapshot's
+/// index, its rewrite, and a later entry). The snapshot covers what they
+/// hold at or below its index; each such write replaces the log from there
+/// on, so the log goes on after the snapshot, and recovery keeps it.
+#[test]
+fn writes_queued_before_a_local_snapshot_are_cut_to_what_it_does_not_cover() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut s, _) = Storage::open(dir.path(), small_options()).expect("open");
+    s.append(&entries(1, 86, 2, 50)).expect("append");
+    s.sync().expect("sync");
+    let mut w = s.snapshot_writer(meta(87, 4)).expect("writer");
+    w.write_all(b"state through 87").expect("write");
+    w.finish().expect("finish");
+    // Queued before it: 87 and 88 of a deposed leader's term 3, then the
+    // new leader's 87 (term 4) and 88, 89 (term 5).
+    s.append(&entries(87, 88, 3, 5)).expect("stale 87..88");
+    assert_eq!(s.last_index(), LogIndex(88));
+    s.append(&entries(87, 87, 4, 5)).expect("rewrite of 87");
+    assert_eq!(s.last_index(), LogIndex(87), "88 of term 3 truncated, 87 covered");
+    s.append(&entries(88, 89, 5, 5)).expect("after the snapshot");
+    s.sync().expect("sync");
+    s.compact(LogIndex(87)).expect("compact");
+    drop(s);
+    let (_, r) = Storage::open(dir.path(), small_options()).expect("reopen");
+    assert_eq!(r.snapshot, Some(meta(87, 4)));
+    assert_eq!(r.entries, entries(88, 89, 5, 5));
 }
 
 #[test]
