@@ -210,6 +210,18 @@ fn a_learner_does_not_keep_a_dead_leaders_lease() {
 ///   (the send-time promise check caught it). Such acks are now dropped.
 ///   Held events keeping their order (a later commit) changed this seed's
 ///   run; `core/tests/review.rs` pins the bug itself.
+/// - 7054396 (storage and the sim's disk model): a paused follower applied
+///   entries not yet durable there and snapshotted them; log writes queued
+///   before the snapshot became durable (a deposed leader's entry at the
+///   snapshot's index, then its rewrite) reached the disk after it. Real
+///   storage refused them (`AppendBelowBase`: the node would stop), the
+///   model reported a gap. Both now drop what the snapshot covers and go on
+///   after it; `storage/tests/scenarios.rs` pins the storage side.
+/// - 7036401 (core liveness, PreVote off): a voter far behind, with a stale
+///   configuration, took every next term first; the one node that could
+///   win always found its vote taken in that term, for over 5 s. A node
+///   whose vote is taken now restarts its election timer when a candidate
+///   it would have voted for asks, and so lets it take the next term.
 #[test]
 fn seeds_that_found_core_bugs_pass() {
     // Found before the swarm drew flow-control bounds: replayed with the
@@ -223,8 +235,8 @@ fn seeds_that_found_core_bugs_pass() {
         let mut run = xraft_sim::SeedRun::new(seed, &before);
         assert_eq!(run.run(), Ok(()), "seed {seed}");
     }
-    // Found with drawn bounds (6496), and with pauses (5021891).
-    for seed in [6496, 5_021_891] {
+    // Found with drawn bounds (6496), and with pauses (the others).
+    for seed in [6496, 5_021_891, 7_054_396, 7_036_401] {
         let mut run = xraft_sim::SeedRun::new(seed, &xraft_sim::SeedOptions::default());
         assert_eq!(run.run(), Ok(()), "seed {seed}");
     }

@@ -385,6 +385,22 @@ impl Node {
             self.vote = Some(from);
             self.dur.write_hard_state(self.hard_state());
             self.reset_election_timeout();
+        } else if !pre_vote
+            && up_to_date
+            && term == self.term
+            && self.leader.is_none()
+            && self.vote.is_some_and(|v| v != from)
+        {
+            // A candidate we would vote for, but our vote in this term is
+            // taken (by ourselves, say). We cannot help it now, but we can
+            // keep out of its way: waiting a whole election timeout lets it
+            // reach the next term first and get our vote there. Otherwise a
+            // candidate that cannot win (its log too far behind; without
+            // PreVote), whose timer happens to run ahead of the one that
+            // can, takes every next term first and keeps the vote from it
+            // for many rounds (simulator seed 7036401: over 5 s). Timers
+            // decide nothing about safety.
+            self.reset_election_timeout();
         }
         let reply_term = if granted && pre_vote { term } else { self.term };
         self.send(Message {
