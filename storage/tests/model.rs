@@ -1,4 +1,5 @@
-//! Model test: random appends (with conflict truncations), hard-state
+//! Model test: random appends (with conflict truncations, and writes at or
+//! below a local snapshot taken of entries not yet durable), hard-state
 //! updates, syncs, compactions, local snapshots, snapshot installs, reads,
 //! clean reopens and crashes (drop without sync), checked against an
 //! in-memory model after every step.
@@ -141,9 +142,10 @@ fn check_clean(r: &Recovered, m: &Model) {
 fn step(s: &mut Storage, m: &mut Model, op: &Op, dir: &std::path::Path) {
     match *op {
         Op::Append { back, n, size, bump } => {
-            // Entries covered by a snapshot are committed: never rewritten.
-            let floor = m.base.max(m.snap_index()) + 1;
-            let first = (m.last() + 1).saturating_sub(u64::from(back)).max(floor);
+            // A write may start at or below a local snapshot's index: one
+            // queued before the snapshot (of entries applied but not yet
+            // durable) became durable. Never below the compaction point.
+            let first = (m.last() + 1).saturating_sub(u64::from(back)).max(m.base + 1);
             if first > m.last() + 1 {
                 // The log ends below the snapshot: only an install moves it on.
                 return;
@@ -154,9 +156,19 @@ fn step(s: &mut Storage, m: &mut Model, op: &Op, dir: &std::path::Path) {
             let batch: Vec<Entry> =
                 (first..first + u64::from(n)).map(|i| entry(i, m.term, size as usize)).collect();
             s.append(&batch).expect("append");
-            m.log.truncate((first - m.base - 1) as usize);
-            m.log.extend(batch);
-            m.synced_through = m.synced_through.min(first - 1);
+            let snap = m.snap_index();
+            if first <= snap {
+                // What the snapshot covers is dropped, and the write replaces
+                // the log from `first` on: the log goes on after the snapshot.
+                m.log.clear();
+                m.base = snap;
+                m.log.extend(batch.into_iter().filter(|e| e.index.0 > snap));
+                m.synced_through = snap;
+            } else {
+                m.log.truncate((first - m.base - 1) as usize);
+                m.log.extend(batch);
+                m.synced_through = m.synced_through.min(first - 1);
+            }
         }
         Op::SetHardState { term, vote, commit } => {
             let hs = HardState {
@@ -186,9 +198,10 @@ fn step(s: &mut Storage, m: &mut Model, op: &Op, dir: &std::path::Path) {
             }
         }
         Op::LocalSnapshot { frac } => {
-            // The application snapshots applied (hence durable) entries only.
+            // The application snapshots applied entries, which on a follower
+            // need not be durable here yet.
             let lo = m.base.max(m.snap_index()) + 1;
-            let hi = m.synced_through.min(m.last());
+            let hi = m.last();
             if hi >= lo {
                 let index = lo + (hi - lo) * u64::from(frac) / 255;
                 let mt = meta(index, m.term_of(index).0);
