@@ -65,6 +65,6 @@ pub mod node;
 pub mod rng;
 
 pub use node::{
-    Commands, Input, Metrics, Node, Output, PersistWrite, RestartError, RestartState, Role,
-    SnapshotWrite, Status,
+    entries_after_snapshot, Commands, Input, Metrics, Node, Output, PersistWrite, RestartError,
+    RestartState, Role, SnapshotWrite, Status,
 };

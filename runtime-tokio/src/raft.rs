@@ -373,8 +373,9 @@ impl<A: Application> RaftHandle<A> {
     }
 
     /// Hands leadership to `target`; `Ok` once the leader that handed off
-    /// learns that `target` was elected, `LeadershipLost` if another node
-    /// was.
+    /// learns that `target` was elected; `LeadershipLost` if another node
+    /// was, or if it heard of no new leader within two election timeouts
+    /// (then the outcome is unknown).
     pub async fn transfer_leadership(&self, target: NodeId) -> Result<()> {
         self.ask(|reply| Request::Transfer { target, reply }).await?
     }

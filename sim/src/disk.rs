@@ -279,9 +279,8 @@ impl Disk {
     ///
     /// As in `xraft_storage::Storage::append`, a write at or below the
     /// durable snapshot's index (queued before a snapshot of entries not yet
-    /// durable here) drops the entries the snapshot covers and, replacing
-    /// the log from its first index on, every stored entry: the log goes on
-    /// after the snapshot.
+    /// durable here) discards every stored entry, and the log goes on after
+    /// the snapshot with what [`xraft::entries_after_snapshot`] keeps.
     pub fn apply(
         &mut self,
         hard_state: Option<HardState>,
@@ -289,9 +288,9 @@ impl Disk {
     ) -> Result<(), (LogIndex, LogIndex)> {
         let mut entries = entries;
         let snap = self.snapshot_index();
-        if let Some(first) = entries.first().filter(|e| e.index <= snap) {
-            let covered = (snap.0 - first.index.0 + 1).min(entries.len() as u64) as usize;
-            entries = &entries[covered..];
+        if entries.first().is_some_and(|e| e.index <= snap) {
+            let term = self.snapshot.as_ref().map_or(Term::ZERO, |(m, _)| m.term);
+            entries = xraft::entries_after_snapshot(entries, snap, term);
             self.entries.clear();
             self.base = snap;
         }

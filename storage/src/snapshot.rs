@@ -81,6 +81,13 @@ impl SnapshotShared {
         self.latest.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
+    /// The newest durable snapshot's index and term, (0, 0) if none: no
+    /// membership copied, for the write path.
+    pub fn latest_point(&self) -> (LogIndex, Term) {
+        let g = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
+        g.as_ref().map_or((LogIndex::ZERO, Term::ZERO), |m| (m.index, m.term))
+    }
+
     /// A reader over the newest durable snapshot, verified end to end. A
     /// newer snapshot may replace (and delete) the file between looking up
     /// the newest and opening it: then the lookup is made again.

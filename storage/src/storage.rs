@@ -123,12 +123,9 @@ impl Storage {
     ///
     /// A write at or below the latest snapshot's index was queued before the
     /// snapshot became durable (a follower may apply, and snapshot, entries
-    /// it has not yet made durable itself). The snapshot covers those
-    /// entries, so they are dropped; and as the write replaces the log from
-    /// its first index on, every stored entry goes too (durably at once):
-    /// the log goes on after the snapshot with the write's later entries.
-    /// Keeping a stale entry at the snapshot's index instead would make
-    /// recovery discard the log after it.
+    /// it has not yet made durable itself). Every stored entry is discarded
+    /// (durably at once) and the log goes on after the snapshot with what
+    /// [`xraft::entries_after_snapshot`] keeps of the write.
     pub fn append(&mut self, entries: &[Entry]) -> Result<()> {
         self.check_poisoned()?;
         for pair in entries.windows(2) {
@@ -136,11 +133,10 @@ impl Storage {
                 return Err(Error::NonContiguous { index: pair[1].index });
             }
         }
-        let snap = self.snapshots.latest().map_or(LogIndex::ZERO, |s| s.index);
+        let (snap, snap_term) = self.snapshots.latest_point();
         let mut entries = entries;
-        if let Some(first) = entries.first().filter(|e| e.index <= snap) {
-            let covered = (snap.0 - first.index.0 + 1).min(entries.len() as u64) as usize;
-            entries = &entries[covered..];
+        if entries.first().is_some_and(|e| e.index <= snap) {
+            entries = xraft::entries_after_snapshot(entries, snap, snap_term);
             let r = self.log.restart_after(snap);
             self.poison_on_io(r)?;
         }
@@ -190,7 +186,7 @@ impl Storage {
     /// segment but are no longer readable.
     pub fn compact(&mut self, through: LogIndex) -> Result<()> {
         self.check_poisoned()?;
-        let snap = self.snapshots.latest().map_or(LogIndex::ZERO, |s| s.index);
+        let (snap, _) = self.snapshots.latest_point();
         let limit = snap.min(self.log.last_index());
         if through > limit {
             return Err(Error::CompactTooFar { through, limit });

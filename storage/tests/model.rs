@@ -131,7 +131,17 @@ fn run(ops: &[Op]) {
     check_clean(&r, &m);
 }
 
+/// What a node can restart from: terms never fall, from the snapshot's on.
+fn check_terms(r: &Recovered) {
+    let mut term = r.snapshot.as_ref().map_or(Term::ZERO, |s| s.term);
+    for e in &r.entries {
+        assert!(e.term >= term, "entry {:?} of term {:?} after term {term:?}", e.index, e.term);
+        term = e.term;
+    }
+}
+
 fn check_clean(r: &Recovered, m: &Model) {
+    check_terms(r);
     let snap = m.snap_index();
     let expected: Vec<Entry> = m.log.iter().filter(|e| e.index.0 > snap).cloned().collect();
     assert_eq!(r.snapshot, m.snapshot);
@@ -150,19 +160,28 @@ fn step(s: &mut Storage, m: &mut Model, op: &Op, dir: &std::path::Path) {
                 // The log ends below the snapshot: only an install moves it on.
                 return;
             }
-            if bump || m.term == 0 {
+            let snap = m.snap_index();
+            let snap_term = m.snapshot.as_ref().map_or(Term::ZERO, |s| s.term);
+            // Below the snapshot, and not bumping: a deposed leader's stale
+            // write, of a term older than the snapshot's.
+            let stale = first <= snap && !bump && snap_term.0 > 1;
+            if !stale && (bump || m.term == 0) {
                 m.term += 1;
             }
+            let term = if stale { snap_term.0 - 1 } else { m.term };
             let batch: Vec<Entry> =
-                (first..first + u64::from(n)).map(|i| entry(i, m.term, size as usize)).collect();
+                (first..first + u64::from(n)).map(|i| entry(i, term, size as usize)).collect();
             s.append(&batch).expect("append");
-            let snap = m.snap_index();
             if first <= snap {
-                // What the snapshot covers is dropped, and the write replaces
-                // the log from `first` on: the log goes on after the snapshot.
+                // The log goes on after the snapshot with what the write
+                // holds after the snapshot's own entry, if it holds that.
                 m.log.clear();
                 m.base = snap;
-                m.log.extend(batch.into_iter().filter(|e| e.index.0 > snap));
+                m.log.extend_from_slice(xraft::entries_after_snapshot(
+                    &batch,
+                    LogIndex(snap),
+                    snap_term,
+                ));
                 m.synced_through = snap;
             } else {
                 m.log.truncate((first - m.base - 1) as usize);
@@ -269,6 +288,7 @@ fn step(s: &mut Storage, m: &mut Model, op: &Op, dir: &std::path::Path) {
             assert!(last >= m.synced_through.max(snap), "durable entries lost");
             assert_eq!(r.snapshot, m.snapshot);
             assert_eq!(r.hard_state, m.hard_durable);
+            check_terms(&r);
             m.adopt(&r);
         }
     }

@@ -191,10 +191,12 @@ fn installing_a_conflicting_snapshot_discards_the_log() {
 
 /// A follower may apply, and snapshot, entries it has not made durable
 /// itself; writes queued before the snapshot became durable then reach
-/// storage after it (simulator seed 7054396: a stale entry at the snapshot's
-/// index, its rewrite, and a later entry). The snapshot covers what they
-/// hold at or below its index; each such write replaces the log from there
-/// on, so the log goes on after the snapshot, and recovery keeps it.
+/// storage after it (simulator seed 7054396: a deposed leader's entries at
+/// and after the snapshot's index, then their rewrite). The snapshot covers
+/// what they hold up to its index; each such write replaces the log from
+/// its first index on, and only a write holding the snapshot's own entry
+/// goes on after it: a stale branch's later entries must not follow the
+/// snapshot (a restart would find older terms after newer ones).
 #[test]
 fn writes_queued_before_a_local_snapshot_are_cut_to_what_it_does_not_cover() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -204,19 +206,26 @@ fn writes_queued_before_a_local_snapshot_are_cut_to_what_it_does_not_cover() {
     let mut w = s.snapshot_writer(meta(87, 4)).expect("writer");
     w.write_all(b"state through 87").expect("write");
     w.finish().expect("finish");
-    // Queued before it: 87 and 88 of a deposed leader's term 3, then the
-    // new leader's 87 (term 4) and 88, 89 (term 5).
+    // Queued before it: 87 and 88 of a deposed leader's term 3.
     s.append(&entries(87, 88, 3, 5)).expect("stale 87..88");
+    assert_eq!(s.last_index(), LogIndex(87), "nothing of a stale branch after the snapshot");
+    s.sync().expect("sync");
+    drop(s);
+    let (mut s, r) = Storage::open(dir.path(), small_options()).expect("reopen after it");
+    assert_eq!(r.snapshot, Some(meta(87, 4)));
+    assert_eq!(r.entries, vec![]);
+    // Then the new leader's 87 (the snapshot's) and 88 of term 4, and 89.
+    s.append(&entries(87, 88, 4, 5)).expect("the snapshot's own entry and one more");
     assert_eq!(s.last_index(), LogIndex(88));
-    s.append(&entries(87, 87, 4, 5)).expect("rewrite of 87");
-    assert_eq!(s.last_index(), LogIndex(87), "88 of term 3 truncated, 87 covered");
-    s.append(&entries(88, 89, 5, 5)).expect("after the snapshot");
+    s.append(&entries(89, 89, 5, 5)).expect("after the snapshot");
     s.sync().expect("sync");
     s.compact(LogIndex(87)).expect("compact");
     drop(s);
     let (_, r) = Storage::open(dir.path(), small_options()).expect("reopen");
     assert_eq!(r.snapshot, Some(meta(87, 4)));
-    assert_eq!(r.entries, entries(88, 89, 5, 5));
+    let mut want = entries(88, 88, 4, 5);
+    want.extend(entries(89, 89, 5, 5));
+    assert_eq!(r.entries, want);
 }
 
 #[test]

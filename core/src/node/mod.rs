@@ -262,10 +262,35 @@ pub struct PersistWrite {
     /// Snapshot work, if any.
     pub snapshot: Option<SnapshotWrite>,
     /// Entries to store, consecutive; every stored entry at or after the
-    /// first one's index is discarded first.
+    /// first one's index is discarded first. If a durable local snapshot
+    /// already covers the first index when the write reaches storage, see
+    /// [`entries_after_snapshot`].
     pub entries: EntryVec,
     /// New hard state to store, if it changed.
     pub hard_state: Option<HardState>,
+}
+
+/// What of a write's `entries` goes on after a durable snapshot at
+/// (`index`, `term`) that covers the write's first index.
+///
+/// Such a write was queued before the snapshot became durable: a node may
+/// apply committed entries before they are durable here, and snapshot
+/// them, while its writes wait for the disk. The snapshot covers the
+/// entries up to `index` (committed), so those are dropped, and as the
+/// write replaces the log from its first index on, storage discards every
+/// stored entry. The entries after `index` go on after the snapshot only if
+/// the write holds the snapshot's own entry (`index` with `term`): one
+/// holding another term there is a stale branch (a deposed leader's
+/// entries, replaced by a later write in the queue), and keeping its later
+/// entries would put older terms after the snapshot's. Returns an empty
+/// slice if nothing goes on; `entries` must start at or below `index`.
+pub fn entries_after_snapshot(entries: &[Entry], index: LogIndex, term: Term) -> &[Entry] {
+    let Some(first) = entries.first() else { return entries };
+    let at = index.0.saturating_sub(first.index.0) as usize;
+    match entries.get(at) {
+        Some(e) if e.index == index && e.term == term => &entries[at + 1..],
+        _ => &[],
+    }
 }
 
 /// The snapshot part of a [`PersistWrite`].
