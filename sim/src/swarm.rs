@@ -47,8 +47,9 @@ pub const STALL_US: u64 = 5_000_000;
 /// outcome stays unknown) and issues its next op.
 pub const CLIENT_PATIENCE_US: u64 = 4_000_000;
 /// Budget of search states per key for the WGL check; exceeding it fails
-/// the seed (it is never taken as a pass).
-pub const WGL_BUDGET: u64 = 2_000_000;
+/// the seed (it is never taken as a pass). Seed 9326136 (`--classic`, 3,341
+/// ops on one key) needs between 2 and 5 million, in 1.8 s and 123 MB.
+pub const WGL_BUDGET: u64 = 8_000_000;
 /// Hard cap on the healed phase, progress or not.
 pub const LIVENESS_CAP_US: u64 = 60_000_000;
 /// How long terms must stay put once the healed cluster made progress.
@@ -667,6 +668,18 @@ impl SeedRun {
         // leader once, which is expected and not churn.
         let drained = self.cluster.net().last_delivery_any();
         self.advance_to(drained.max(self.cluster.now_us()));
+        // Without CheckQuorum a leader cut off from a majority keeps
+        // leading, and no lease protects it: voters whose timers ran out
+        // while cut off (two of them can grant each other's PreVote, their
+        // logs equally behind) may depose it once right after the heal,
+        // before its heartbeats reach them. That is the faults' doing, not
+        // churn: let it happen before the liveness window opens (seed
+        // 9203206 at five nodes).
+        if !self.params.cluster.core.check_quorum {
+            let timeout = u64::from(xraft::Config::new(node_id(0)).election_timeout_ticks_max);
+            let settle = self.cluster.now_us() + 2 * timeout * TICK_US;
+            self.advance_to(settle);
+        }
     }
 
     /// Running nodes.
