@@ -987,9 +987,15 @@ impl SeedRun {
                         Role::PreCandidate => "P",
                         Role::Follower => "F",
                     };
+                    let last_term = n.entry(st.last_index).map(|e| e.term.0);
+                    let ids = |m: &std::collections::BTreeSet<NodeId>| {
+                        m.iter().map(|i| i.0.to_string()).collect::<Vec<_>>().join(",")
+                    };
                     s.push_str(&format!(
-                        " [{:?} {role} {:?} leader {:?} commit {:?} applied {:?} last {:?} durable {:?}]",
-                        st.id, st.term, st.leader, st.commit, st.applied, st.last_index, st.durable_index
+                        " [{:?} {role} {:?} leader {:?} commit {:?} applied {:?} last {:?} (t{}) durable {:?} voters {{{}}} learners {{{}}}]",
+                        st.id, st.term, st.leader, st.commit, st.applied, st.last_index,
+                        last_term.map_or("?".into(), |t| t.to_string()), st.durable_index,
+                        ids(&st.membership.voters), ids(&st.membership.learners)
                     ));
                 }
                 None => s.push_str(&format!(" [{:?} down]", node_id(i))),
