@@ -143,9 +143,10 @@ pub enum Canary {
     /// it was refused (as if `NotLeader`), though it is in the log (class
     /// 34/35: a client told "not done" for a write that takes effect).
     FalseRefusal,
-    /// The runtime reports a leadership transfer done as soon as the leader
-    /// sends the target `TimeoutNow`, before the target is elected (a
-    /// caller told "done" for a hand-off that may still fail).
+    /// A leadership transfer is reported done when the target's campaign
+    /// reaches a node, before the target is elected: the core's rule before
+    /// 07cd4c9 (done when the target's vote request deposed the old
+    /// leader), which told callers "done" for hand-offs that could fail.
     EarlyTransfer,
 }
 
@@ -1427,6 +1428,14 @@ impl Cluster {
             DropWhy::Down
         } else {
             self.stats.msgs_delivered += 1;
+            if self.cfg.canary == Canary::EarlyTransfer
+                && matches!(
+                    msg.body,
+                    MessageBody::RequestVote { transfer: true, pre_vote: false, .. }
+                )
+            {
+                self.early_transfer(msg.from);
+            }
             let (a, b) = detail(&msg.body);
             self.trace.push(
                 self.now,
@@ -1697,14 +1706,7 @@ impl Cluster {
 
     fn handle_output(&mut self, i: usize, o: Output) {
         match o {
-            Output::Send(msg) => {
-                if self.cfg.canary == Canary::EarlyTransfer
-                    && matches!(msg.body, xraft::MessageBody::TimeoutNow)
-                {
-                    self.early_transfer(msg.to);
-                }
-                self.send(i, msg)
-            }
+            Output::Send(msg) => self.send(i, msg),
             Output::Persist(w) => {
                 self.stats.persists += 1;
                 self.trace.push(
@@ -1889,7 +1891,8 @@ impl Cluster {
         }
     }
 
-    /// Canary `EarlyTransfer`: reports every pending transfer to `to` done.
+    /// Canary `EarlyTransfer`: reports every pending transfer to `to` done
+    /// (called as `to`'s transfer campaign reaches a node).
     fn early_transfer(&mut self, to: NodeId) {
         let done: Vec<(u64, usize, usize, Term)> = self
             .requests
