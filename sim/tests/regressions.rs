@@ -166,6 +166,72 @@ fn a_learner_does_not_keep_a_dead_leaders_lease() {
     }
 }
 
+/// Found by seed 9500893: a leader crashed for good after its newest entry
+/// reached a learner only, while the one voter left that could win held an
+/// older, uncommitted promotion of that learner. Voters {l, m, y} and a
+/// learner d: l, cut off, appends the promotion (so counts d as a voter);
+/// m is elected without it, and its first entry reaches d but not y; m
+/// crashes. l needs d's vote, which d (its log newer) refuses; y needs l's,
+/// which l (its log longer) refuses; d, a learner, did not campaign: no
+/// leader for ever. Now d campaigns as a rescue and hands over.
+#[test]
+fn a_learner_holding_the_only_newest_entries_rescues_the_cluster() {
+    for seed in 0..8 {
+        let mut cfg = ClusterConfig::lab(3, seed);
+        cfg.spares = 1;
+        let mut c = Cluster::with_config(cfg);
+        let l = c.check_one_leader();
+        c.one(1, 3, false);
+        let d = 3;
+        let add = MembershipChange::AddLearner { id: NodeId(4), addr: String::new() };
+        c.change_membership(l, add).expect("up");
+        c.one(2, 4, true);
+        // l, cut off from everyone, appends the promotion of d.
+        for j in 0..4 {
+            if j != l {
+                c.net_mut().set_cut(l, j, true);
+                c.net_mut().set_cut(j, l, true);
+            }
+        }
+        c.change_membership(l, MembershipChange::Promote(NodeId(4))).expect("up");
+        c.run_for_ms(50);
+        assert!(c.membership(l).is_some_and(|m| m.voters.contains(&NodeId(4))));
+        // One of the others is elected without it; cut it from the third
+        // voter at once, so its first entry reaches the learner only.
+        let t0 = c.now_us();
+        let m = loop {
+            // Fine steps: the cut below must beat m's first append to y.
+            c.run_until(c.now_us() + 20);
+            if let Some(m) =
+                (0..3).find(|&i| i != l && c.node(i).is_some_and(|n| n.role() == Role::Leader))
+            {
+                break m;
+            }
+            assert!(c.now_us() - t0 < 5_000_000, "seed {seed}: no new leader");
+        };
+        let y = 3 - l - m;
+        c.net_mut().set_cut(m, y, true);
+        c.net_mut().set_cut(y, m, true);
+        c.run_for_ms(100);
+        let last = |c: &Cluster, i: usize| c.node(i).map(|n| n.last_index());
+        assert!(last(&c, d) > last(&c, y), "seed {seed}: the learner is not ahead");
+        c.crash1(m);
+        for j in [y, d] {
+            c.net_mut().set_cut(l, j, false);
+            c.net_mut().set_cut(j, l, false);
+        }
+        let t0 = c.now_us();
+        while !(0..3).any(|i| i != m && c.node(i).is_some_and(|n| n.role() == Role::Leader)) {
+            assert!(
+                c.now_us() - t0 < 5_000_000,
+                "seed {seed}: no voter leads 5 s after the leader crashed"
+            );
+            c.run_for_ms(10);
+        }
+        c.one(3, 3, true);
+    }
+}
+
 /// Seeds of `--seeds 20000` that found core bugs, replayed whole (a seed's
 /// parameters change when the swarm draws change; the scripted tests above
 /// pin the scenarios down independently of that).
@@ -222,6 +288,14 @@ fn a_learner_does_not_keep_a_dead_leaders_lease() {
 ///   win always found its vote taken in that term, for over 5 s. A node
 ///   whose vote is taken now restarts its election timer when a candidate
 ///   it would have voted for asks, and so lets it take the next term.
+/// - 9500893 (core liveness): a leader of term 12 crashed for good after
+///   replicating its newest entry to a learner only; the voters' logs held
+///   an older, uncommitted promotion of that learner. The voter holding it
+///   needed the learner's vote, which the learner (its log newer) refused,
+///   and the learner never campaigned: no leader, for ever. A non-voter
+///   asked for a vote it refuses only for its newer log may now campaign,
+///   counting a majority of its own configuration's voters, and hands over
+///   once its term's first entry commits.
 /// - 9203206 at five nodes (the harness, CheckQuorum off): two voters cut
 ///   off from the leader, their logs equally behind, granted each other's
 ///   PreVote right after the heal and deposed the leader once: no lease
@@ -241,7 +315,7 @@ fn seeds_that_found_core_bugs_pass() {
         assert_eq!(run.run(), Ok(()), "seed {seed}");
     }
     // Found with drawn bounds (6496), and with pauses (the others).
-    for seed in [6496, 5_021_891, 7_054_396, 7_036_401] {
+    for seed in [6496, 5_021_891, 7_054_396, 7_036_401, 9_500_893] {
         let mut run = xraft_sim::SeedRun::new(seed, &xraft_sim::SeedOptions::default());
         assert_eq!(run.run(), Ok(()), "seed {seed}");
     }

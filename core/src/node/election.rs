@@ -78,7 +78,7 @@ impl Node {
     /// own vote counts only where it is a voter.
     pub(super) fn may_campaign(&self) -> bool {
         let me = self.cfg.id;
-        if self.is_voter(me) {
+        if self.is_voter(me) || self.rescue {
             return true;
         }
         let latest = self.conf.latest_index();
@@ -191,6 +191,10 @@ impl Node {
         }
         self.role = Role::Follower;
         self.leader = leader;
+        if leader.is_some() || was_leader {
+            // A leader is heard of, or this one handed over.
+            self.rescue = false;
+        }
         self.reset_election_timeout();
         if was_leader {
             self.progress.clear();
@@ -381,6 +385,20 @@ impl Node {
             || (pre_vote && term > self.term);
         let granted = can_vote && up_to_date;
         let me = self.cfg.id;
+        if !up_to_date && !self.is_voter(me) {
+            // The candidate's configuration counts us as a voter (it holds
+            // a promotion we do not), and our log is newer than its: a
+            // branch of a later term that reached us, a non-voter, but not
+            // the voters (its leader crashed). If no voter holds that
+            // branch, no candidate that counts us can win, and we may not
+            // campaign: the cluster would wait forever for that leader
+            // (simulator seed 9500893). So we may campaign, needing a
+            // majority of our own configuration's voters and never counting
+            // ourselves (as a removed node may, above), and hand over once
+            // our term's first entry commits. Safety does not depend on who
+            // campaigns.
+            self.rescue = true;
+        }
         if granted && !pre_vote {
             self.vote = Some(from);
             self.dur.write_hard_state(self.hard_state());

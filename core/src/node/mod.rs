@@ -540,6 +540,10 @@ pub struct Node {
     term_start: LogIndex,
     /// Candidate: campaigning on a leader's `TimeoutNow`.
     campaign_transfer: bool,
+    /// A non-voter asked for a vote it refused only because its own log is
+    /// newer: it may campaign (see `election.rs`) until it hears from a
+    /// leader.
+    rescue: bool,
     reads: Reads,
     fwd: Forwarding,
     transfer: Option<Transfer>,
@@ -618,6 +622,7 @@ impl Node {
             uncommitted_bytes: 0,
             term_start: LogIndex::ZERO,
             campaign_transfer: false,
+            rescue: false,
             reads: Reads::default(),
             fwd: Forwarding::default(),
             transfer: None,
@@ -835,7 +840,12 @@ impl Node {
         }
         if self.role == Role::Leader && !self.is_voter(self.cfg.id) {
             // Removed by a change it leads: only until that change commits.
-            assert!(self.conf.latest_index() > self.commit, "a removed leader kept leading");
+            // Elected as a non-voter (a rescue): only until its term's
+            // first entry commits.
+            assert!(
+                self.conf.latest_index() > self.commit || self.commit < self.term_start,
+                "a non-voter kept leading"
+            );
         }
     }
 }

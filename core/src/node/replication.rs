@@ -461,6 +461,17 @@ impl Node {
             self.maybe_start_read_round();
         }
         self.on_config_committed(old_commit);
+        // Elected as a non-voter (a rescue, see `on_request_vote`): once this
+        // term's first entry commits, the voters hold the newest entries and
+        // can elect one of themselves; hand over by stepping down.
+        if self.role == Role::Leader
+            && !self.is_voter(self.cfg.id)
+            && self.conf.latest_index() <= self.commit
+            && self.term_start <= self.commit
+        {
+            let term = self.term;
+            self.become_follower(term, None);
+        }
     }
 
     pub(super) fn on_persisted(&mut self, through: PersistId) {
