@@ -44,7 +44,8 @@ pub struct Config {
     /// Maximum payload bytes the leader holds that are not yet committed
     /// (default 64 MiB).
     pub uncommitted_bytes_max: usize,
-    /// Maximum entries in one `Apply` output (default 5,000).
+    /// Maximum committed entries handed out in `Apply` outputs and not yet
+    /// reported applied (default 5,000).
     pub apply_entries_max: usize,
     /// Largest peer frame payload accepted by the wire decoder (default 16 MiB).
     pub frame_bytes_max: usize,

@@ -191,7 +191,11 @@ pub(crate) fn prometheus(r: &Report) -> String {
         m.messages_invalid,
     );
     counter("reads_served", "Linearizable reads released.", m.reads_served);
-    counter("transfers_completed", "Leadership transfers handed off.", m.transfers_completed);
+    counter(
+        "transfers_completed",
+        "Leadership transfers handed off whose target was then seen elected.",
+        m.transfers_completed,
+    );
     let h = &r.disk_sync;
     let _ = write!(
         t,
