@@ -215,19 +215,26 @@ fn a_learner_holding_the_only_newest_entries_rescues_the_cluster() {
         c.run_for_ms(100);
         let last = |c: &Cluster, i: usize| c.node(i).map(|n| n.last_index());
         assert!(last(&c, d) > last(&c, y), "seed {seed}: the learner is not ahead");
+        let m_term = c.node(m).map(|n| n.term()).expect("up");
         c.crash1(m);
         for j in [y, d] {
             c.net_mut().set_cut(l, j, false);
             c.net_mut().set_cut(j, l, false);
         }
         let t0 = c.now_us();
-        while !(0..3).any(|i| i != m && c.node(i).is_some_and(|n| n.role() == Role::Leader)) {
+        let voter_leads = |c: &Cluster| {
+            (0..3).any(|i| c.node(i).is_some_and(|n| n.role() == Role::Leader && n.term() > m_term))
+        };
+        while !voter_leads(&c) {
             assert!(
                 c.now_us() - t0 < 5_000_000,
                 "seed {seed}: no voter leads 5 s after the leader crashed"
             );
             c.run_for_ms(10);
         }
+        let won = c.node(d).map_or(0, |n| n.metrics().elections_won);
+        assert!(won > 0, "seed {seed}: the learner did not lead");
+        assert_ne!(c.node(d).map(|n| n.role()), Some(Role::Leader), "seed {seed}: it kept leading");
         c.one(3, 3, true);
     }
 }

@@ -165,6 +165,9 @@ impl Node {
             VoteResult::Won => self.become_leader(),
             VoteResult::Lost => {
                 let term = self.term;
+                // A lost rescue is not retried on its own: the candidate
+                // that needs it asks again if it still does.
+                self.rescue = false;
                 self.become_follower(term, None);
             }
             VoteResult::Pending => {}
@@ -385,9 +388,10 @@ impl Node {
             || (pre_vote && term > self.term);
         let granted = can_vote && up_to_date;
         let me = self.cfg.id;
-        if !up_to_date && !self.is_voter(me) {
-            // The candidate's configuration counts us as a voter (it holds
-            // a promotion we do not), and our log is newer than its: a
+        if !up_to_date && self.membership.learners.contains(&me) {
+            // We are a learner, the candidate's configuration counts us as
+            // a voter (it holds a promotion we do not), and our log is
+            // newer than its: a
             // branch of a later term that reached us, a non-voter, but not
             // the voters (its leader crashed). If no voter holds that
             // branch, no candidate that counts us can win, and we may not

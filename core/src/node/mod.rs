@@ -540,9 +540,9 @@ pub struct Node {
     term_start: LogIndex,
     /// Candidate: campaigning on a leader's `TimeoutNow`.
     campaign_transfer: bool,
-    /// A non-voter asked for a vote it refused only because its own log is
+    /// A learner asked for a vote it refused only because its own log is
     /// newer: it may campaign (see `election.rs`) until it hears from a
-    /// leader.
+    /// leader, loses a round, or hands over.
     rescue: bool,
     reads: Reads,
     fwd: Forwarding,
@@ -843,7 +843,8 @@ impl Node {
             // Elected as a non-voter (a rescue): only until its term's
             // first entry commits.
             assert!(
-                self.conf.latest_index() > self.commit || self.commit < self.term_start,
+                self.conf.latest_index() > self.commit
+                    || (self.rescue && self.commit < self.term_start),
                 "a non-voter kept leading"
             );
         }

@@ -155,6 +155,8 @@ impl Node {
             self.become_follower(term, Some(from));
         }
         self.election_elapsed = 0;
+        // A leader is alive: no rescue is needed (see `on_request_vote`).
+        self.rescue = false;
     }
 
     pub(super) fn on_append(
