@@ -465,12 +465,21 @@ impl Node {
         self.on_config_committed(old_commit);
         // Elected as a non-voter (a rescue, see `on_request_vote`): once this
         // term's first entry commits, the voters hold the newest entries and
-        // can elect one of themselves; hand over by stepping down.
+        // can elect one of themselves. Hand over: ask a voter holding our
+        // whole log to campaign at once (as a transfer does, so the others'
+        // lease does not hold it up), and step down.
         if self.role == Role::Leader
             && !self.is_voter(self.cfg.id)
             && self.conf.latest_index() <= self.commit
             && self.term_start <= self.commit
         {
+            let last = self.log.last_index();
+            let heir =
+                self.progress.iter().find(|p| p.voter && p.match_index == last).map(|p| p.id);
+            if let Some(to) = heir {
+                let me = self.cfg.id;
+                self.send(Message { from: me, to, term: self.term, body: MessageBody::TimeoutNow });
+            }
             let term = self.term;
             self.become_follower(term, None);
         }
