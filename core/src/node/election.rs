@@ -7,7 +7,8 @@
 //! the candidate's term and self-vote are durable, and a granted vote only
 //! after the voter's is.
 
-use crate::message::{Message, MessageBody};
+use crate::error::ProposeError;
+use crate::message::{ForwardResult, Message, MessageBody};
 use crate::types::{LogIndex, NodeId, Term};
 
 use super::progress::Progress;
@@ -292,8 +293,31 @@ impl Node {
         }
         if m.term < self.term {
             match m.body {
-                // A forwarded request and its answer stand whatever the term.
-                Forward { .. } | ForwardResp { .. } => return true,
+                // An answer stands whatever the term.
+                ForwardResp { .. } => return true,
+                // A request forwarded in an older term may be a late copy
+                // of one already handled: a leader that crashed since has
+                // forgotten which forwards it handled (the memory against
+                // duplicates is volatile), and appending it again would
+                // execute a client's write twice, after later writes
+                // (simulator seed 14132378). A legitimate forward carries
+                // our term (its sender learned of us from a message of our
+                // term), so only a follower that has not heard of a newer
+                // election yet sends a stale one. Not acting on it is
+                // always safe, but the first copy may have taken effect:
+                // answer "outcome unknown" at once, not a refusal.
+                Forward { ctx, .. } => {
+                    let me = self.cfg.id;
+                    self.send(Message {
+                        from: me,
+                        to: m.from,
+                        term: self.term,
+                        body: ForwardResp {
+                            ctx,
+                            result: ForwardResult::Rejected(ProposeError::Timeout),
+                        },
+                    });
+                }
                 Append { .. } | Heartbeat { .. } | InstallSnapshot { .. }
                     if self.cfg.check_quorum || self.cfg.pre_vote =>
                 {
