@@ -117,6 +117,20 @@ fn a_leader_that_removed_itself_campaigns_until_the_change_commits() {
     }
 }
 
+/// Three voters (slots 0–2) and a learner, node 4 (slot 3), with two
+/// commands committed everywhere; returns the cluster and its leader.
+fn three_voters_and_a_learner(seed: u64) -> (Cluster, usize) {
+    let mut cfg = ClusterConfig::lab(3, seed);
+    cfg.spares = 1;
+    let mut c = Cluster::with_config(cfg);
+    let l = c.check_one_leader();
+    c.one(1, 3, false);
+    let add = MembershipChange::AddLearner { id: NodeId(4), addr: String::new() };
+    c.change_membership(l, add).expect("up");
+    c.one(2, 4, true);
+    (c, l)
+}
+
 /// Found by `--seeds 20000` (seed 14233: no convergence after healing,
 /// pre-candidates forever). The leader lease (CheckQuorum: ignore a
 /// campaign while a leader was heard within an election timeout) measured
@@ -130,15 +144,8 @@ fn a_leader_that_removed_itself_campaigns_until_the_change_commits() {
 #[test]
 fn a_learner_does_not_keep_a_dead_leaders_lease() {
     for seed in 0..8 {
-        let mut cfg = ClusterConfig::lab(3, seed);
-        cfg.spares = 1;
-        let mut c = Cluster::with_config(cfg);
-        let l = c.check_one_leader();
-        c.one(1, 3, false);
+        let (mut c, l) = three_voters_and_a_learner(seed);
         let d = 3;
-        let add = MembershipChange::AddLearner { id: NodeId(4), addr: String::new() };
-        c.change_membership(l, add).expect("up");
-        c.one(2, 4, true);
         let down = (l + 1) % 3;
         let b = 3 - l - down;
         // The promotion reaches the voters, not the learner.
@@ -177,15 +184,8 @@ fn a_learner_does_not_keep_a_dead_leaders_lease() {
 #[test]
 fn a_learner_holding_the_only_newest_entries_rescues_the_cluster() {
     for seed in 0..8 {
-        let mut cfg = ClusterConfig::lab(3, seed);
-        cfg.spares = 1;
-        let mut c = Cluster::with_config(cfg);
-        let l = c.check_one_leader();
-        c.one(1, 3, false);
+        let (mut c, l) = three_voters_and_a_learner(seed);
         let d = 3;
-        let add = MembershipChange::AddLearner { id: NodeId(4), addr: String::new() };
-        c.change_membership(l, add).expect("up");
-        c.one(2, 4, true);
         // l, cut off from everyone, appends the promotion of d.
         for j in 0..4 {
             if j != l {
