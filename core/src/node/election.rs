@@ -307,34 +307,21 @@ impl Node {
                 // always safe, but the first copy may have taken effect:
                 // answer "outcome unknown" at once, not a refusal.
                 Forward { ctx, .. } => {
-                    let me = self.cfg.id;
-                    self.send(Message {
-                        from: me,
-                        to: m.from,
-                        term: self.term,
-                        body: ForwardResp {
-                            ctx,
-                            result: ForwardResult::Rejected(ProposeError::Timeout),
-                        },
-                    });
+                    let result = ForwardResult::Rejected(ProposeError::Timeout);
+                    self.send_to(m.from, ForwardResp { ctx, result });
                 }
                 Append { .. } | Heartbeat { .. } | InstallSnapshot { .. }
                     if self.cfg.check_quorum || self.cfg.pre_vote =>
                 {
                     // A stale leader: tell it our term so it steps down. Without
                     // this, a node whose term rose while isolated can stay stuck.
-                    let me = self.cfg.id;
-                    self.send(Message {
-                        from: me,
-                        to: m.from,
-                        term: self.term,
-                        body: AppendResp {
-                            success: false,
-                            index: LogIndex::ZERO,
-                            hint_index: LogIndex::ZERO,
-                            hint_term: Term::ZERO,
-                        },
-                    });
+                    let body = AppendResp {
+                        success: false,
+                        index: LogIndex::ZERO,
+                        hint_index: LogIndex::ZERO,
+                        hint_term: Term::ZERO,
+                    };
+                    self.send_to(m.from, body);
                 }
                 RequestVote { pre_vote, .. } => {
                     // Refuse a stale (Pre)Vote with our term (paper Figure 2:
@@ -343,13 +330,7 @@ impl Node {
                     // candidate whose term stays behind ours, and whose
                     // configuration names only us besides itself, never
                     // learns the term it must exceed (sim seed 9613).
-                    let me = self.cfg.id;
-                    self.send(Message {
-                        from: me,
-                        to: m.from,
-                        term: self.term,
-                        body: RequestVoteResp { pre_vote, granted: false },
-                    });
+                    self.send_to(m.from, RequestVoteResp { pre_vote, granted: false });
                 }
                 _ => {}
             }

@@ -787,6 +787,12 @@ impl Node {
 
     /// Sends `msg`, holding it back while the hard state it depends on is not
     /// yet durable (a vote, or a term raised by this node).
+    /// Sends `body` to `to`, stamped with this node's id and current term.
+    fn send_to(&mut self, to: NodeId, body: crate::message::MessageBody) {
+        let msg = Message { from: self.cfg.id, to, term: self.term, body };
+        self.send(msg);
+    }
+
     fn send(&mut self, msg: Message) {
         self.metrics.messages_sent += 1;
         if let Some(id) = self.dur.hard_state_pending() {

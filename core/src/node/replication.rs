@@ -477,8 +477,7 @@ impl Node {
             let heir =
                 self.progress.iter().find(|p| p.voter && p.match_index == last).map(|p| p.id);
             if let Some(to) = heir {
-                let me = self.cfg.id;
-                self.send(Message { from: me, to, term: self.term, body: MessageBody::TimeoutNow });
+                self.send_to(to, MessageBody::TimeoutNow);
             }
             let term = self.term;
             self.become_follower(term, None);

@@ -15,7 +15,7 @@
 use std::borrow::Cow;
 
 use crate::error::ProposeError;
-use crate::message::{ForwardResult, Message, MessageBody};
+use crate::message::{ForwardResult, MessageBody};
 use crate::types::{NodeId, Term};
 
 use super::{Node, Requester, Role};
@@ -87,8 +87,7 @@ impl Node {
         if let Some(t) = &mut self.transfer {
             t.timeout_now_sent = true;
         }
-        let me = self.cfg.id;
-        self.send(Message { from: me, to: target, term: self.term, body: MessageBody::TimeoutNow });
+        self.send_to(target, MessageBody::TimeoutNow);
     }
 
     /// Ends the transfer with an error (the leader keeps leading).
