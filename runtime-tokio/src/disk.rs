@@ -19,10 +19,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{debug, error};
+use tracing::{debug, error, warn};
 use xraft::{PersistId, PersistWrite, SnapshotMeta, SnapshotWrite};
 use xraft_storage::{SnapshotWriter, Storage};
 
+use crate::disks::PeerDisks;
 use crate::node::Event;
 
 /// Work for the disk thread.
@@ -31,6 +32,9 @@ pub(crate) enum DiskJob {
     Persist(Vec<PersistWrite>),
     /// A writer for a local snapshot.
     Writer { meta: SnapshotMeta, reply: oneshot::Sender<xraft_storage::Result<SnapshotWriter>> },
+    /// Only a wake-up: the peers' disk record changed (saved after every
+    /// group anyway).
+    SavePeerDisks,
 }
 
 /// Upper bounds, in microseconds, of the sync-duration histogram's buckets
@@ -117,10 +121,12 @@ pub(crate) fn spawn(
     persisted: watch::Sender<PersistId>,
     events: mpsc::UnboundedSender<Event>,
     stats: std::sync::Arc<DiskStats>,
+    peer_disks: std::sync::Arc<PeerDisks>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name(format!("xraft-disk-{id}")).spawn(move || {
         let mut disk = Disk { storage, receiving: None, stats };
         let mut group = Vec::new();
+        let mut save_failed = None;
         while let Some(job) = rx.blocking_recv() {
             group.push(job);
             while group.len() < GROUP_JOBS_MAX {
@@ -140,6 +146,18 @@ pub(crate) fn spawn(
                 }
                 Ok(())
             });
+            // The peers' disks, when the record changed: advisory, so a
+            // failure is logged (once per version) and retried later.
+            if let Some((v, list)) = peer_disks.unsaved() {
+                match disk.storage.save_peer_disks(&list) {
+                    Ok(()) => peer_disks.saved(v),
+                    Err(e) if save_failed != Some(v) => {
+                        warn!(node = id, error = %e, "could not save the peers' disk ids");
+                        save_failed = Some(v);
+                    }
+                    Err(_) => {}
+                }
+            }
             match done {
                 Ok(()) => {}
                 Err(e) => {
@@ -177,6 +195,7 @@ impl Disk {
                 DiskJob::Writer { meta, reply } => {
                     let _ = reply.send(self.storage.snapshot_writer(meta));
                 }
+                DiskJob::SavePeerDisks => {}
             }
         }
         if last.is_some() {

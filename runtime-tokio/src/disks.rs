@@ -17,9 +17,14 @@
 //! handshake from a non-member is never recorded (a removed node's old
 //! process must not pin its old disk). The transport connects to every
 //! member, so each node learns every member's disk, not only its leader's.
-//! The record lives in memory: a node that restarts learns its peers' disks
-//! again from their next handshakes, and so accepts a member wiped before
-//! it came back (closing that needs the disk ids in the replicated
+//!
+//! The record is saved in the data directory's `PEERS` file by the disk
+//! thread: every change bumps a version and wakes it (`unsaved`, `saved`),
+//! and a restarted node starts from the saved record, so it still refuses
+//! a member wiped while it was down. A crash between a change and its
+//! save loses that change only: the member is learned again from its next
+//! handshake, as on first sight. What stays open: the first sight of a
+//! member is trusted (closing that needs the disk ids in the replicated
 //! membership).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,11 +35,18 @@ use xraft::{Membership, NodeId};
 use xraft_storage::DiskId;
 
 /// The registry, shared by the listener and the writer tasks.
-#[derive(Debug, Default)]
 pub(crate) struct PeerDisks {
     inner: Mutex<Inner>,
     /// Connections refused because a member came with another disk.
     refused: AtomicU64,
+    /// Asks for a save of the record (wakes the disk thread).
+    wake: Box<dyn Fn() + Send + Sync>,
+}
+
+impl std::fmt::Debug for PeerDisks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerDisks").field("inner", &self.inner).finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -45,6 +57,10 @@ struct Inner {
     known: BTreeMap<NodeId, DiskId>,
     /// Open connections per node: the disk they came with, and how many.
     live: BTreeMap<NodeId, (DiskId, usize)>,
+    /// Bumped whenever `known` changes.
+    version: u64,
+    /// The newest version saved.
+    saved: u64,
 }
 
 /// A connection refused because a member came with another disk.
@@ -74,10 +90,36 @@ pub(crate) struct Live {
 
 impl PeerDisks {
     /// A registry for a node whose membership is `m` (without voters if it
-    /// knows none yet).
-    pub fn new(m: &Membership) -> Arc<PeerDisks> {
-        let inner = Inner { members: members(m), ..Inner::default() };
-        Arc::new(PeerDisks { inner: Mutex::new(inner), refused: AtomicU64::new(0) })
+    /// knows none yet), starting from the `recorded` disks (as saved in
+    /// `PEERS`) of those still members; `wake` is called after each change
+    /// of the record, to have it saved.
+    pub fn new(
+        m: &Membership,
+        recorded: &[(NodeId, DiskId)],
+        wake: Box<dyn Fn() + Send + Sync>,
+    ) -> Arc<PeerDisks> {
+        let members = members(m);
+        let known: BTreeMap<NodeId, DiskId> = recorded
+            .iter()
+            .filter(|(id, _)| members.is_empty() || members.contains(id))
+            .copied()
+            .collect();
+        // A record that lost non-members is saved again at the first chance.
+        let version = u64::from(known.len() != recorded.len());
+        let inner = Inner { members, known, live: BTreeMap::new(), version, saved: 0 };
+        Arc::new(PeerDisks { inner: Mutex::new(inner), refused: AtomicU64::new(0), wake })
+    }
+
+    /// The record and its version, if that version is not saved yet.
+    pub fn unsaved(&self) -> Option<(u64, Vec<(NodeId, DiskId)>)> {
+        let g = self.lock();
+        (g.version != g.saved).then(|| (g.version, g.known.iter().map(|(i, d)| (*i, *d)).collect()))
+    }
+
+    /// Version `v` of the record (from `unsaved`) is durable.
+    pub fn saved(&self, v: u64) {
+        let mut g = self.lock();
+        g.saved = g.saved.max(v);
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -92,6 +134,7 @@ impl PeerDisks {
     /// not yet known.
     pub fn open(self: &Arc<Self>, id: NodeId, disk: DiskId) -> Result<Live, Refused> {
         let mut g = self.lock();
+        let mut changed = false;
         match g.known.get(&id) {
             Some(&was) if was != disk => {
                 drop(g);
@@ -107,6 +150,8 @@ impl PeerDisks {
             None => {
                 if g.members.contains(&id) {
                     g.known.insert(id, disk);
+                    g.version += 1;
+                    changed = true;
                 }
             }
         }
@@ -116,6 +161,10 @@ impl PeerDisks {
             *slot = (disk, 0);
         }
         slot.1 += 1;
+        drop(g);
+        if changed {
+            (self.wake)();
+        }
         Ok(Live { disks: Arc::clone(self), id, disk })
     }
 
@@ -131,8 +180,9 @@ impl PeerDisks {
         if now == g.members {
             return;
         }
+        let before = g.known.clone();
         g.known.retain(|id, _| now.contains(id));
-        let Inner { members, known, live } = &mut *g;
+        let Inner { members, known, live, .. } = &mut *g;
         for id in now.difference(members) {
             // A newcomer: whatever was known of it before it was removed
             // (if it ever was a member) was dropped above.
@@ -141,6 +191,14 @@ impl PeerDisks {
             }
         }
         g.members = now;
+        let changed = g.known != before;
+        if changed {
+            g.version += 1;
+        }
+        drop(g);
+        if changed {
+            (self.wake)();
+        }
     }
 
     /// Members whose disk is known.
@@ -181,6 +239,10 @@ impl Drop for Live {
 mod tests {
     use super::*;
 
+    fn registry(m: &Membership) -> Arc<PeerDisks> {
+        PeerDisks::new(m, &[], Box::new(|| {}))
+    }
+
     fn voters(ids: &[u64]) -> Membership {
         Membership::with_voters(ids.iter().map(|i| NodeId(*i)))
     }
@@ -190,7 +252,7 @@ mod tests {
 
     #[test]
     fn a_member_with_another_disk_is_refused() {
-        let d = PeerDisks::new(&voters(&[1, 2]));
+        let d = registry(&voters(&[1, 2]));
         let first = d.open(NodeId(2), A).expect("first sight");
         drop(first);
         let again = d.open(NodeId(2), A).expect("same disk again");
@@ -207,7 +269,7 @@ mod tests {
 
     #[test]
     fn a_removed_and_re_added_member_is_learned_afresh() {
-        let d = PeerDisks::new(&voters(&[1, 2, 3]));
+        let d = registry(&voters(&[1, 2, 3]));
         drop(d.open(NodeId(3), A).unwrap());
         d.set_members(&voters(&[1, 2]));
         // The removed node's old process still dials: not recorded.
@@ -222,7 +284,7 @@ mod tests {
 
     #[test]
     fn a_newcomer_adopts_its_live_connection_only() {
-        let d = PeerDisks::new(&voters(&[1, 2]));
+        let d = registry(&voters(&[1, 2]));
         // A joiner connected before it was added, and is still connected.
         let live = d.open(NodeId(4), A).unwrap();
         // A node that came and went while not a member is not adopted.
@@ -236,7 +298,7 @@ mod tests {
 
     #[test]
     fn a_membership_without_voters_changes_nothing() {
-        let d = PeerDisks::new(&Membership::default());
+        let d = registry(&Membership::default());
         drop(d.open(NodeId(1), A).unwrap());
         d.set_members(&Membership::default());
         assert!(d.open(NodeId(1), B).is_ok(), "not a known member");
@@ -250,5 +312,40 @@ mod tests {
         d.set_members(&m);
         drop(d.open(NodeId(2), A).unwrap());
         assert!(d.open(NodeId(2), B).is_err());
+    }
+
+    #[test]
+    fn a_restarted_registry_starts_from_the_saved_record_of_members() {
+        let wakes = Arc::new(AtomicU64::new(0));
+        let w = Arc::clone(&wakes);
+        let recorded = [(NodeId(2), A), (NodeId(9), B)];
+        let wake = Box::new(move || {
+            w.fetch_add(1, Relaxed);
+        });
+        let d = PeerDisks::new(&voters(&[1, 2, 3]), &recorded, wake);
+        // Node 9 left while this node was down: dropped, and saved again.
+        let (v, list) = d.unsaved().expect("the filtered record is unsaved");
+        assert_eq!(list, vec![(NodeId(2), A)]);
+        d.saved(v);
+        assert!(d.unsaved().is_none());
+        assert!(d.open(NodeId(2), B).is_err(), "the saved disk is enforced after a restart");
+        assert_eq!(wakes.load(Relaxed), 0, "a refusal changes nothing to save");
+        // Learning a disk and forgetting a member each ask for a save.
+        drop(d.open(NodeId(3), B).unwrap());
+        assert_eq!(wakes.load(Relaxed), 1);
+        let (v3, list) = d.unsaved().expect("learned");
+        assert_eq!(list, vec![(NodeId(2), A), (NodeId(3), B)]);
+        d.set_members(&voters(&[1, 2]));
+        assert_eq!(wakes.load(Relaxed), 2);
+        // A save of an older version does not hide the newer one.
+        d.saved(v3);
+        let (v, list) = d.unsaved().expect("forgot 3");
+        assert_eq!(list, vec![(NodeId(2), A)]);
+        d.saved(v);
+        assert!(d.unsaved().is_none());
+        // A record read before any membership is known is kept whole.
+        let d = PeerDisks::new(&Membership::default(), &recorded, Box::new(|| {}));
+        assert!(d.unsaved().is_none());
+        assert_eq!(d.known(), 2);
     }
 }

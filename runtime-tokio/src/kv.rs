@@ -324,6 +324,8 @@ pub struct KvServer {
     client_addr: Option<SocketAddr>,
     http_addr: Option<SocketAddr>,
     watch_capacity: usize,
+    /// The client and HTTP listeners' tasks: they own the listening sockets.
+    port_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 async fn bind(l: Option<std::net::TcpListener>, addr: Option<&str>) -> Result<Option<TcpListener>> {
@@ -353,19 +355,23 @@ impl KvServer {
         let raft = RaftNode::start(config.clone(), app, listeners.peer).await?;
         let client_addr = client.as_ref().map(|l| l.local_addr()).transpose()?;
         let http_addr = http.as_ref().map(|l| l.local_addr()).transpose()?;
+        let mut port_tasks = Vec::new();
         if let Some(l) = client {
             let limits = config.limits.clone();
             let handle = raft.handle().clone();
-            tokio::spawn(crate::client::serve(l, handle, limits, raft.shutdown_signal()));
+            let serve = crate::client::serve(l, handle, limits, raft.shutdown_signal());
+            port_tasks.push(tokio::spawn(serve));
         }
         if let Some(l) = http {
-            tokio::spawn(crate::http::serve(l, raft.handle().clone(), raft.shutdown_signal()));
+            let serve = crate::http::serve(l, raft.handle().clone(), raft.shutdown_signal());
+            port_tasks.push(tokio::spawn(serve));
         }
         Ok(KvServer {
             raft,
             client_addr,
             http_addr,
             watch_capacity: config.limits.watch_channel_events_max,
+            port_tasks,
         })
     }
 
@@ -465,9 +471,13 @@ impl KvServer {
         Ok(w)
     }
 
-    /// Stops the node and its ports.
+    /// Stops the node and its ports; when it returns, every listening
+    /// socket of the node is closed (its addresses can be bound again).
     pub async fn shutdown(&mut self) {
         self.raft.shutdown().await;
+        for t in self.port_tasks.drain(..) {
+            let _ = t.await;
+        }
     }
 
     /// Whether the node has stopped.

@@ -23,7 +23,7 @@ use xraft::{
     Commands, LogIndex, Membership, MembershipChange, Node, NodeId, PersistId, ProposeError,
     RestartState,
 };
-use xraft_storage::Storage;
+use xraft_storage::{DiskId, Storage};
 
 use crate::apply::{Application, Applier};
 use crate::config::ServerConfig;
@@ -44,6 +44,8 @@ pub struct RaftNode<A: Application> {
     failure: Arc<std::sync::OnceLock<String>>,
     node_task: Option<JoinHandle<Result<(), String>>>,
     disk_thread: Option<std::thread::JoinHandle<()>>,
+    /// The peer listener's task: it owns the listening socket.
+    listener_task: Option<JoinHandle<()>>,
 }
 
 /// A cloneable handle to a running node, for any state machine.
@@ -86,7 +88,7 @@ impl<A: Application> RaftNode<A> {
         let advertise = config.advertise_addr.clone().unwrap_or_else(|| peer_addr.to_string());
         let id = NodeId(config.node_id);
 
-        let (storage, restart, app) = {
+        let Opened { storage, restart, app, peer_disks: recorded_disks } = {
             let config = config.clone();
             tokio::task::spawn_blocking(move || open_storage(&config, app))
                 .await
@@ -111,6 +113,15 @@ impl<A: Application> RaftNode<A> {
         let disk_id = storage.disk_id();
         let disk_stats = Arc::new(disk::DiskStats::default());
         let snapshots = storage.snapshot_source();
+        // A weak sender: the registry must not keep the disk thread alive.
+        let wake_disk = disk_tx.downgrade();
+        let wake = Box::new(move || {
+            if let Some(tx) = wake_disk.upgrade() {
+                // A full queue wakes the thread anyway.
+                let _ = tx.try_send(disk::DiskJob::SavePeerDisks);
+            }
+        });
+        let disks = PeerDisks::new(node.membership(), &recorded_disks, wake);
         let disk_thread = disk::spawn(
             id.0,
             storage,
@@ -118,6 +129,7 @@ impl<A: Application> RaftNode<A> {
             persisted_tx,
             events_tx.clone(),
             Arc::clone(&disk_stats),
+            Arc::clone(&disks),
         )?;
         let applier = Applier {
             app: Some(app),
@@ -143,7 +155,7 @@ impl<A: Application> RaftNode<A> {
             inbound_bytes_max: limits.peer_inbound_bytes_max,
             connections_max: limits.peer_connections_max,
             disk: disk_id,
-            disks: PeerDisks::new(node.membership()),
+            disks,
         };
         let addrs: BTreeMap<NodeId, String> = config
             .initial_members
@@ -152,7 +164,8 @@ impl<A: Application> RaftNode<A> {
             .map(|(m, a)| (NodeId(*m), a.clone()))
             .collect();
         let peers = Peers::new(tcfg.clone(), addrs, shutdown_rx.clone());
-        tokio::spawn(transport::listen(tcfg, listener, inbound_tx, shutdown_rx.clone()));
+        let listener_task =
+            tokio::spawn(transport::listen(tcfg, listener, inbound_tx, shutdown_rx.clone()));
 
         let task = NodeTask {
             node,
@@ -199,6 +212,7 @@ impl<A: Application> RaftNode<A> {
             failure,
             node_task: Some(node_task),
             disk_thread: Some(disk_thread),
+            listener_task: Some(listener_task),
         })
     }
 
@@ -212,9 +226,15 @@ impl<A: Application> RaftNode<A> {
         self.peer_addr
     }
 
-    /// A receiver that turns `true` when the node is asked to stop.
+    /// A receiver that turns `true` when the node is asked to stop. If the
+    /// node has already stopped (say, failed while starting), its value
+    /// counts as changed, so a `changed()` wait returns at once.
     pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
-        self.shutdown.subscribe()
+        let mut rx = self.shutdown.subscribe();
+        if *rx.borrow() {
+            rx.mark_changed();
+        }
+        rx
     }
 
     /// Stops the node: its tasks end, its listener closes, the disk thread
@@ -222,6 +242,11 @@ impl<A: Application> RaftNode<A> {
     pub async fn shutdown(&mut self) {
         let _ = self.shutdown.send(true);
         if let Some(t) = self.node_task.take() {
+            let _ = t.await;
+        }
+        // The listening socket is closed when this returns: the address
+        // can be bound again at once.
+        if let Some(t) = self.listener_task.take() {
             let _ = t.await;
         }
         if let Some(t) = self.disk_thread.take() {
@@ -254,11 +279,9 @@ impl<A: Application> Drop for RaftNode<A> {
 }
 
 /// Opens storage, bootstraps a founding member, restores the snapshot.
-fn open_storage<A: Application>(
-    config: &ServerConfig,
-    mut app: A,
-) -> Result<(Storage, RestartState, A)> {
+fn open_storage<A: Application>(config: &ServerConfig, mut app: A) -> Result<Opened<A>> {
     let (mut storage, rec) = Storage::open(&config.data_dir, config.storage_options())?;
+    let peer_disks = rec.peer_disks;
     let fresh =
         rec.snapshot.is_none() && rec.entries.is_empty() && rec.hard_state == Default::default();
     if fresh && !config.initial_members.is_empty() {
@@ -268,7 +291,7 @@ fn open_storage<A: Application>(
         storage.set_hard_state(state.hard_state);
         storage.sync()?;
         info!(node = config.node_id, "bootstrapped a new cluster");
-        return Ok((storage, state, app));
+        return Ok(Opened { storage, restart: state, app, peer_disks });
     }
     if rec.snapshot.is_some() {
         let mut reader = storage
@@ -278,7 +301,16 @@ fn open_storage<A: Application>(
     }
     let state =
         RestartState { hard_state: rec.hard_state, snapshot: rec.snapshot, entries: rec.entries };
-    Ok((storage, state, app))
+    Ok(Opened { storage, restart: state, app, peer_disks })
+}
+
+/// A data directory opened and recovered, with the application restored.
+struct Opened<A> {
+    storage: Storage,
+    restart: RestartState,
+    app: A,
+    /// The peers' disks saved in the directory.
+    peer_disks: Vec<(NodeId, DiskId)>,
 }
 
 impl<A: Application> RaftHandle<A> {

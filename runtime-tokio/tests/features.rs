@@ -368,7 +368,7 @@ async fn a_replaced_snapshot_is_not_held_open() {
 
 /// A voter restarted under its id with a wiped data directory has lost its
 /// vote and its log; its peers refuse it, both ways, instead of letting it
-/// vote again or count in a quorum. Removed and added back (the documented
+/// vote again or count in a quorum, also a peer restarted meanwhile. Removed and added back (the documented
 /// way to replace a lost disk), the same id with a new directory is
 /// accepted and catches up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -391,6 +391,10 @@ async fn a_node_back_with_a_wiped_directory_is_refused_until_removed_and_added_b
 
     c.stop(victim).await;
     std::fs::remove_dir_all(&c.slots[(victim - 1) as usize].dir).unwrap();
+    // The follower restarts while the victim is down: it can only know the
+    // victim's disk from its saved record (`PEERS`).
+    c.stop(other).await;
+    c.restart(other).await;
     c.restart(victim).await;
     // Both other members refuse it: each connects to every member, so the
     // follower too knows the disk it had, though it never sent it a thing.
@@ -418,4 +422,28 @@ async fn a_node_back_with_a_wiped_directory_is_refused_until_removed_and_added_b
     assert_eq!(back.get_linear("before").await.unwrap(), Some(Bytes::from("wipe")));
     assert_eq!(back.get_linear("during").await.unwrap(), Some(Bytes::from("refusal")));
     c.shutdown().await;
+}
+
+/// `shutdown` returns only once every listening socket of the node (peer,
+/// client, HTTP) is closed, so a restart can bind the same addresses at
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_every_listening_socket() {
+    let root = tempfile::tempdir().unwrap();
+    for round in 0..20 {
+        let mut cfg = xraft_tokio::ServerConfig::new(1, "127.0.0.1:0", root.path().join("n1"));
+        cfg.client_addr = Some("127.0.0.1:0".into());
+        cfg.http_addr = Some("127.0.0.1:0".into());
+        if round == 0 {
+            cfg.initial_members = vec![(1, "127.0.0.1:0".into())];
+        }
+        let mut s = KvServer::start(cfg).await.unwrap();
+        let addrs = [s.peer_addr(), s.client_addr().unwrap(), s.http_addr().unwrap()];
+        s.shutdown().await;
+        for a in addrs {
+            let l = std::net::TcpListener::bind(a)
+                .unwrap_or_else(|e| panic!("round {round}: {a} still bound after shutdown: {e}"));
+            drop(l);
+        }
+    }
 }

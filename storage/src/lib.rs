@@ -5,7 +5,8 @@
 //!   CRC32C-checked records (module `codec` has the layout, `log` the rules);
 //! - `HARDSTATE` — term, vote and commit in two checksummed slots;
 //! - `snap-<index>-<term>.snap` — the newest durable snapshot;
-//! - `IDENTITY` — disk id, node id and cluster id; `LOCK` — the lock file.
+//! - `IDENTITY` — disk id, node id and cluster id; `LOCK` — the lock file;
+//! - `PEERS` — the disk id each peer was last seen with, for the runtime.
 //!
 //! A runtime turns the core's `Persist` outputs into [`Storage::append`] and
 //! [`Storage::set_hard_state`] calls, makes a group of them durable with one
@@ -27,6 +28,7 @@ mod hard_state;
 mod identity;
 mod log;
 mod options;
+mod peers;
 mod snapshot;
 mod storage;
 
@@ -35,5 +37,6 @@ pub use error::{Error, Result};
 pub use identity::DiskId;
 pub use log::RECORD_OVERHEAD_BYTES;
 pub use options::Options;
+pub use peers::PEERS_MAX;
 pub use snapshot::{SnapshotReader, SnapshotSource, SnapshotWriter};
 pub use storage::{Recovered, Storage};

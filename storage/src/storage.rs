@@ -12,7 +12,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use xraft::{Entry, HardState, LogIndex, SnapshotMeta, Term};
+use xraft::{Entry, HardState, LogIndex, NodeId, SnapshotMeta, Term};
 
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::sync_dir;
@@ -20,6 +20,7 @@ use crate::hard_state::HardStateFile;
 use crate::identity::{lock, DiskId, Identity};
 use crate::log::{is_segment_name, Log, LogBounds};
 use crate::options::Options;
+use crate::peers;
 use crate::snapshot::{SnapshotReader, SnapshotShared, SnapshotSource, SnapshotWriter};
 
 /// What `Storage::open` found on disk: exactly the state last made durable
@@ -35,6 +36,9 @@ pub struct Recovered {
     pub entries: Vec<Entry>,
     /// The directory's disk id.
     pub disk_id: DiskId,
+    /// The peers' disk ids last saved with [`Storage::save_peer_disks`]
+    /// (empty if never).
+    pub peer_disks: Vec<(NodeId, DiskId)>,
 }
 
 /// Durable storage for one Raft node: its log, hard state and snapshots in
@@ -98,8 +102,14 @@ impl Storage {
             preallocate_bytes: options.preallocate_bytes,
         };
         let (log, entries) = Log::open(&dir, bounds, snapshot.as_ref())?;
-        let recovered =
-            Recovered { hard_state: hard.durable(), snapshot, entries, disk_id: identity.disk_id };
+        let peer_disks = peers::read(&dir)?;
+        let recovered = Recovered {
+            hard_state: hard.durable(),
+            snapshot,
+            entries,
+            disk_id: identity.disk_id,
+            peer_disks,
+        };
         let storage = Storage {
             dir,
             options,
@@ -167,6 +177,14 @@ impl Storage {
             }
         }
         Ok(())
+    }
+
+    /// Replaces the saved list of peers' disk ids (at most
+    /// [`crate::PEERS_MAX`]), durably and atomically; [`Recovered`] returns
+    /// it after a restart. Independent of the log: a failure here does not
+    /// poison the storage.
+    pub fn save_peer_disks(&mut self, peers: &[(NodeId, DiskId)]) -> Result<()> {
+        peers::write(&self.dir, peers)
     }
 
     /// Preallocates the tail segment ahead of need (see
