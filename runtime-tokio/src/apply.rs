@@ -139,6 +139,8 @@ pub(crate) struct Applier<A: Application> {
     pub node_id: u64,
     /// A local snapshot is being written (at most one at a time).
     pub snapshotting: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Publish `applied` after this batch even if unchanged (see `restore`).
+    pub republish: bool,
 }
 
 struct State<R> {
@@ -175,8 +177,9 @@ impl<A: Application> Applier<A> {
             if let Some(app) = self.app.as_mut() {
                 app.after_apply();
             }
+            let force = std::mem::take(&mut self.republish);
             self.applied_tx.send_if_modified(|a| {
-                let changed = *a != self.applied;
+                let changed = force || *a != self.applied;
                 *a = self.applied;
                 changed
             });
@@ -303,7 +306,19 @@ impl<A: Application> Applier<A> {
 
     /// Replaces the state by the durable snapshot `meta`, on a blocking
     /// thread, before any later job runs.
+    ///
+    /// A newer snapshot may have been installed (and `meta`'s file deleted)
+    /// while this job waited in the queue: the leader streamed a second one.
+    /// The newer one is restored instead, since it is durable and the node
+    /// has already accepted it; its own `Restore` job then finds the state
+    /// past it and only publishes `applied` again (the node ignores an
+    /// `Applied` beyond what it handed out, so the first publication may
+    /// have been dropped).
     async fn restore(&mut self, meta: SnapshotMeta, st: &mut State<A::Response>) -> Result<()> {
+        if meta.index <= self.applied {
+            self.republish = true;
+            return Ok(());
+        }
         let source = self.snapshots.clone();
         let reader = tokio::task::spawn_blocking(move || source.reader())
             .await
@@ -311,11 +326,20 @@ impl<A: Application> Applier<A> {
         let Some(mut reader) = reader else {
             return Err(Error::Restore(format!("no durable snapshot to restore {meta:?}")));
         };
-        if *reader.meta() != meta {
-            return Err(Error::Restore(format!(
-                "latest durable snapshot is {:?}, not {meta:?}",
-                reader.meta()
-            )));
+        let asked = meta;
+        let meta = reader.meta().clone();
+        if meta != asked {
+            if meta.index <= asked.index {
+                return Err(Error::Restore(format!(
+                    "latest durable snapshot is {meta:?}, not {asked:?}"
+                )));
+            }
+            info!(
+                node = self.node_id,
+                asked = asked.index.0,
+                newer = meta.index.0,
+                "a newer snapshot was installed meanwhile; restoring it instead"
+            );
         }
         let mut app = self.app.take().expect("not lent");
         let (app, r) = tokio::task::spawn_blocking(move || {
@@ -437,5 +461,82 @@ mod tests {
         on_applied(&mut st, LogIndex(5_021), Term(1), Some(9), RECENT_BYTES_MAX + 1);
         assert_eq!(st.recent.len(), 1);
         assert_eq!(st.recent_bytes, RECENT_BYTES_MAX + 1);
+    }
+
+    /// Two snapshots installed before the apply task reached the first
+    /// one's restore (the leader streamed a second): the newer one is
+    /// restored, the node keeps running, and `applied` is published again
+    /// for the second job (the node ignored it the first time).
+    #[tokio::test]
+    async fn a_restore_overtaken_by_a_newer_snapshot_restores_the_newer_one() {
+        use xraft::{Membership, NodeId};
+        use xraft_kv::counter::Counter;
+        use xraft_storage::{Options, Storage};
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut storage, _) = Storage::open(dir.path(), Options::new(NodeId(1), 1)).expect("open");
+        let snap = |index: u64, total: i64| {
+            let meta = SnapshotMeta {
+                index: LogIndex(index),
+                term: Term(1),
+                membership: Membership::with_voters([NodeId(1)]),
+            };
+            let mut c = Counter::default();
+            for i in 1..=index {
+                c.apply(LogIndex(i), &(if i == index { total } else { 0i64 }).to_le_bytes());
+            }
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut c.snapshot(), &mut bytes).expect("read");
+            (meta, bytes)
+        };
+        let (m1, b1) = snap(10, 5);
+        let (m2, b2) = snap(20, 7);
+        for (m, b) in [(&m1, &b1), (&m2, &b2)] {
+            let mut w = storage.snapshot_writer(m.clone()).expect("writer");
+            w.write_chunk(0, b).expect("chunk");
+            w.finish().expect("finish");
+            storage.install_snapshot(m).expect("install");
+        }
+
+        let (jobs_tx, jobs) = mpsc::channel(8);
+        let (applied_tx, mut applied_rx) = watch::channel(LogIndex::ZERO);
+        let (disk, _disk_rx) = mpsc::channel(1);
+        let (events, mut events_rx) = mpsc::unbounded_channel();
+        let applier = Applier {
+            app: Some(Counter::default()),
+            applied: LogIndex::ZERO,
+            jobs,
+            applied_tx,
+            disk,
+            snapshots: storage.snapshot_source(),
+            events,
+            node_id: 1,
+            snapshotting: Default::default(),
+            republish: false,
+        };
+        let task = tokio::spawn(applier.run());
+        // Bounded waits: a missing publication fails instead of hanging.
+        let within = std::time::Duration::from_secs(10);
+        jobs_tx.send(ApplyJob::Restore(m1)).await.expect("send");
+        tokio::time::timeout(within, applied_rx.changed())
+            .await
+            .expect("in time")
+            .expect("first publication");
+        assert_eq!(*applied_rx.borrow_and_update(), LogIndex(20), "restored the newer one");
+        jobs_tx.send(ApplyJob::Restore(m2)).await.expect("send");
+        tokio::time::timeout(within, applied_rx.changed())
+            .await
+            .expect("in time")
+            .expect("published again");
+        assert_eq!(*applied_rx.borrow_and_update(), LogIndex(20));
+        let (tx, rx) = oneshot::channel();
+        let read: LocalFn<Counter> = Box::new(move |c: &mut Counter| {
+            let _ = tx.send(c.total());
+        });
+        jobs_tx.send(ApplyJob::Run(read)).await.expect("send");
+        assert_eq!(rx.await.expect("read"), 7, "the state is the newer snapshot's");
+        drop(jobs_tx);
+        task.await.expect("apply task");
+        assert!(events_rx.try_recv().is_err(), "no fatal event");
     }
 }

@@ -141,6 +141,7 @@ impl<A: Application> RaftNode<A> {
             events: events_tx.clone(),
             node_id: id.0,
             snapshotting: Default::default(),
+            republish: false,
         };
         tokio::spawn(applier.run());
 
