@@ -8,6 +8,12 @@ use thiserror::Error;
 
 use crate::types::NodeId;
 
+/// Room a peer frame needs besides its bulk (entries of an append, data of
+/// a snapshot chunk): the message's other fields, the entries' indexes and
+/// terms, a snapshot's membership. `frame_bytes_max` must exceed
+/// `append_bytes_max` and `snapshot_chunk_bytes` by at least this much.
+pub const FRAME_HEADROOM_BYTES: usize = 64 << 10;
+
 /// Configuration of one Raft node. Times are in ticks (`Input::Tick`); the
 /// defaults assume a 10 ms tick, matching the seed's millisecond defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -142,12 +148,12 @@ impl Config {
         check(self.uncommitted_bytes_max >= 1, "uncommitted_bytes_max must be >= 1")?;
         check(self.apply_entries_max >= 1, "apply_entries_max must be >= 1")?;
         check(
-            self.frame_bytes_max > self.append_bytes_max,
-            "frame_bytes_max must exceed append_bytes_max",
+            self.frame_bytes_max >= self.append_bytes_max.saturating_add(FRAME_HEADROOM_BYTES),
+            "frame_bytes_max must exceed append_bytes_max by FRAME_HEADROOM_BYTES",
         )?;
         check(
-            self.frame_bytes_max > self.snapshot_chunk_bytes,
-            "frame_bytes_max must exceed snapshot_chunk_bytes",
+            self.frame_bytes_max >= self.snapshot_chunk_bytes.saturating_add(FRAME_HEADROOM_BYTES),
+            "frame_bytes_max must exceed snapshot_chunk_bytes by FRAME_HEADROOM_BYTES",
         )?;
         check(self.propose_timeout_ticks >= 1, "propose_timeout_ticks must be >= 1")?;
         check(self.forward_pending_max >= 1, "forward_pending_max must be >= 1")?;

@@ -53,7 +53,7 @@ pub mod state_machine;
 pub mod types;
 pub mod wire;
 
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, FRAME_HEADROOM_BYTES};
 pub use error::ProposeError;
 pub use message::{ForwardResult, Forwarded, Message, MessageBody};
 pub use state_machine::StateMachine;

@@ -205,6 +205,27 @@ fn a_follower_forwards_proposals_and_fails_them_without_a_leader() {
     );
 }
 
+/// A proposal no leader would take (over `append_bytes_max`) is refused
+/// by the follower itself instead of travelling: forwarded, it could pass
+/// the peer frame bound and cost the connection its batch.
+#[test]
+fn a_follower_refuses_a_proposal_too_large_for_any_leader_without_forwarding() {
+    let mut net = Net::new(3, 0, &|c: &mut Config| c.append_bytes_max = 1024);
+    let l = net.elect();
+    let f = (l + 1) % 3;
+    let before = net.node(f).metrics().forwarded;
+    let r = net.propose(f, &[7u8; 2000]);
+    assert!(
+        matches!(net.outcome(r), Some(Output::Rejected { error: ProposeError::TooLarge(_), .. })),
+        "{:?}",
+        net.outcome(r)
+    );
+    assert_eq!(net.node(f).metrics().forwarded, before, "not forwarded");
+    // One that fits still goes to the leader.
+    let r = net.propose(f, &[7u8; 500]);
+    assert!(matches!(net.outcome(r), Some(Output::Proposed { .. })), "{:?}", net.outcome(r));
+}
+
 #[test]
 fn a_slow_follower_catches_up_by_snapshot_in_chunks() {
     let tweak = |c: &mut Config| {

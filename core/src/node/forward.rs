@@ -63,6 +63,11 @@ impl Node {
             let error = ProposeError::NotLeader { leader_hint: self.leader };
             return self.respond(who, ForwardResult::Rejected(error));
         }
+        if let Forwarded::Propose(commands) = &what {
+            if let Err(error) = self.check_proposal_size(commands) {
+                return self.respond(who, ForwardResult::Rejected(error));
+            }
+        }
         if self.fwd.len() >= self.cfg.forward_pending_max {
             return self.respond(who, ForwardResult::Rejected(ProposeError::Busy));
         }

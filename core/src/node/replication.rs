@@ -53,6 +53,20 @@ impl Node {
         if let Some(t) = &self.transfer {
             return Err(ProposeError::Transferring { target: t.target });
         }
+        let bytes = self.check_proposal_size(commands)?;
+        let uncommitted = (self.log.last_index().0 - self.commit.0) as usize;
+        if uncommitted + commands.len() > self.cfg.uncommitted_entries_max
+            || self.uncommitted_bytes + bytes > self.cfg.uncommitted_bytes_max
+        {
+            return Err(ProposeError::Busy);
+        }
+        Ok(bytes)
+    }
+
+    /// Checks a proposal's shape against the bounds any leader applies
+    /// (also before a follower forwards it, so that a proposal no leader
+    /// would take never travels); returns its size in bytes.
+    pub(super) fn check_proposal_size(&self, commands: &[Bytes]) -> Result<usize, ProposeError> {
         if commands.is_empty() {
             return Err(ProposeError::TooLarge(Cow::Borrowed(
                 "a proposal needs at least one command",
@@ -69,12 +83,6 @@ impl Node {
             return Err(ProposeError::TooLarge(Cow::Borrowed(
                 "proposal larger than append_bytes_max",
             )));
-        }
-        let uncommitted = (self.log.last_index().0 - self.commit.0) as usize;
-        if uncommitted + commands.len() > self.cfg.uncommitted_entries_max
-            || self.uncommitted_bytes + bytes > self.cfg.uncommitted_bytes_max
-        {
-            return Err(ProposeError::Busy);
         }
         Ok(bytes)
     }
