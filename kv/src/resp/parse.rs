@@ -12,8 +12,8 @@
 //! pieces from its start on each call, at O(arguments seen) per call, so a
 //! client trickling a million-argument array would cost a server quadratic
 //! time; servers use [`RequestParser`], which remembers how far it got in an
-//! incomplete array and resumes there (an incomplete inline request is
-//! re-scanned, at most `inline_bytes_max` bytes per call).
+//! incomplete array, or how far it looked for an incomplete inline
+//! request's end of line, and resumes there.
 
 use std::ops::Range;
 
@@ -45,7 +45,7 @@ pub fn parse_frame(buf: &[u8], limits: &RespLimits) -> Result<Option<ParsedFrame
     match buf.first() {
         None => Ok(None),
         Some(b'*') => parse_multibulk(buf, limits, &mut None),
-        Some(_) => parse_inline(buf, limits),
+        Some(_) => parse_inline(buf, limits, &mut 0),
     }
 }
 
@@ -70,6 +70,8 @@ struct Partial {
 #[derive(Debug, Default)]
 pub struct RequestParser {
     partial: Option<Partial>,
+    /// Bytes of an incomplete inline request already searched for `\n`.
+    inline_scanned: usize,
 }
 
 impl RequestParser {
@@ -90,9 +92,10 @@ impl RequestParser {
                     parse_multibulk(buf, limits, &mut self.partial)?
                 }
                 (None, None) => None,
-                (None, Some(_)) => parse_inline(buf, limits)?,
+                (None, Some(_)) => parse_inline(buf, limits, &mut self.inline_scanned)?,
             };
             let Some(frame) = frame else { return Ok(None) };
+            self.inline_scanned = 0;
             let bytes = buf.split_to(frame.consumed).freeze();
             if !frame.args.is_empty() {
                 return Ok(Some(frame.args.into_iter().map(|r| bytes.slice(r)).collect()));
@@ -245,9 +248,19 @@ fn parse_multibulk(
 /// An inline command: one line, arguments separated by spaces or tabs.
 /// Unlike Redis, quotes and escapes are not interpreted (inline commands are
 /// for typing at a terminal; every client library sends arrays).
-fn parse_inline(buf: &[u8], limits: &RespLimits) -> Result<Option<ParsedFrame>, RespError> {
+///
+/// `scanned` bytes at the front are known to hold no `\n` (from an earlier
+/// call on the same incomplete request); the search resumes after them and
+/// updates it when the line is still incomplete.
+fn parse_inline(
+    buf: &[u8],
+    limits: &RespLimits,
+    scanned: &mut usize,
+) -> Result<Option<ParsedFrame>, RespError> {
     let window = &buf[..buf.len().min(limits.inline_bytes_max)];
-    let Some(nl) = window.iter().position(|&b| b == b'\n') else {
+    let from = (*scanned).min(window.len());
+    let Some(nl) = window[from..].iter().position(|&b| b == b'\n').map(|i| from + i) else {
+        *scanned = window.len();
         return if buf.len() >= limits.inline_bytes_max {
             Err(RespError::TooBigInline)
         } else {
@@ -365,7 +378,7 @@ mod tests {
                 }
             }
             assert_eq!(got, expected, "chunk {chunk}");
-            assert!(buf.is_empty() && parser.partial.is_none());
+            assert!(buf.is_empty() && parser.partial.is_none() && parser.inline_scanned == 0);
         }
     }
 
@@ -385,6 +398,33 @@ mod tests {
         let args = parser.split(&mut buf, &limits).expect("ok").expect("complete");
         assert_eq!(args.as_slice(), ["MGET", "a", "b", "c"].map(Bytes::from));
         assert!(parser.partial.is_none());
+    }
+
+    /// An inline request trickled in one byte at a time is searched for its
+    /// end of line once overall, not once per byte from its start.
+    #[test]
+    fn request_parser_resumes_an_incomplete_inline_line() {
+        let limits = RespLimits::default();
+        let line = format!("SET k {}\r\n", "v".repeat(1000));
+        let mut parser = RequestParser::new();
+        let mut buf = BytesMut::new();
+        for (i, b) in line.as_bytes().iter().enumerate() {
+            buf.extend_from_slice(&[*b]);
+            let r = parser.split(&mut buf, &limits).expect("valid");
+            if i + 1 < line.len() {
+                assert_eq!(r, None);
+                assert_eq!(parser.inline_scanned, i + 1, "only the new byte is searched");
+            } else {
+                let args = r.expect("complete");
+                assert_eq!(args.len(), 3);
+                assert_eq!(args[2].len(), 1000);
+            }
+        }
+        assert_eq!(parser.inline_scanned, 0);
+        assert!(buf.is_empty());
+        // Over the inline bound, still an error.
+        let mut buf = BytesMut::from(&vec![b'a'; limits.inline_bytes_max][..]);
+        assert_eq!(RequestParser::new().split(&mut buf, &limits), Err(RespError::TooBigInline));
     }
 
     #[test]
