@@ -3,10 +3,10 @@
 //!
 //! Owns [`AcceptBackoff`] (an accept loop that fails, typically out of file
 //! descriptors, waits 10 ms doubling to 1 s instead of retrying at once, and
-//! logs the first failure and every hundredth) and [`fd_budget`], which
-//! caps client connections below the open-file limit so that clients can
-//! never take the descriptors the storage needs to roll a segment (which
-//! would stop the node), and [`keepalive`], which makes the kernel probe an
+//! logs the first failure and every hundredth) and [`fd_budgets`], which
+//! caps client and inbound peer connections together below the open-file
+//! limit so that connections can never take the descriptors the storage
+//! needs to roll a segment (which would stop the node), and [`keepalive`], which makes the kernel probe an
 //! idle connection so that one to a crashed host (no FIN ever arrives) is
 //! closed within about a minute instead of holding its task, buffers and
 //! connection slot forever. Invariant: a waiting accept loop still stops
@@ -20,9 +20,12 @@ use tracing::{debug, warn};
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-/// Descriptors kept back from clients for storage files, snapshots, peers
-/// and listeners.
+/// Descriptors kept back from connections for storage files, snapshots,
+/// outbound peer connections and listeners.
 pub(crate) const FD_RESERVE: u64 = 256;
+
+/// Most concurrent connections on the HTTP port.
+pub(crate) const HTTP_CONNECTIONS_MAX: usize = 64;
 
 /// Backoff state of one accept loop.
 pub(crate) struct AcceptBackoff {
@@ -64,12 +67,26 @@ impl AcceptBackoff {
     }
 }
 
-/// The most client connections the open-file limit allows with
-/// [`FD_RESERVE`] descriptors left for everything else; `None` if the limit
-/// is unknown or unlimited.
-pub(crate) fn fd_budget() -> Option<usize> {
+/// The most client and inbound peer connections the open-file limit allows,
+/// given the configured maxima: `(clients, peers)`, each at most its
+/// maximum, together at most the limit less [`FD_RESERVE`] and the HTTP
+/// port's connections. When they do not fit, peers get up to a quarter of
+/// what is left (members need few connections) and clients the rest; at
+/// least one each. `None` if the limit is unknown or unlimited.
+pub(crate) fn fd_budgets(clients_max: usize, peers_max: usize) -> Option<(usize, usize)> {
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current?;
-    Some(usize::try_from(limit.saturating_sub(FD_RESERVE)).unwrap_or(usize::MAX).max(1))
+    Some(split_fds(limit, clients_max, peers_max))
+}
+
+fn split_fds(limit: u64, clients_max: usize, peers_max: usize) -> (usize, usize) {
+    let reserve = FD_RESERVE + HTTP_CONNECTIONS_MAX as u64;
+    let available = usize::try_from(limit.saturating_sub(reserve)).unwrap_or(usize::MAX);
+    if clients_max.saturating_add(peers_max) <= available {
+        return (clients_max, peers_max);
+    }
+    let peers = peers_max.min(available / 4).max(1);
+    let clients = clients_max.min(available.saturating_sub(peers)).max(1);
+    (clients, peers)
 }
 
 /// Raises this process's soft open-file limit to its hard limit (as Redis

@@ -28,7 +28,7 @@ use xraft::{Commands, NodeId, ProposeError};
 use xraft_kv::resp::{Command, RaftCommand, Reply, RequestParser};
 use xraft_kv::{KvCommand, KvRequest, KvStore};
 
-use crate::accept::{fd_budget, keepalive, AcceptBackoff};
+use crate::accept::{fd_budgets, keepalive, AcceptBackoff};
 use crate::config::Limits;
 use crate::error::Error;
 use crate::kv::{nodes_of, role_name, Health, KvApp};
@@ -42,7 +42,8 @@ pub(crate) async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut max = limits.client_connections_max;
-    if let Some(budget) = fd_budget().filter(|b| *b < max) {
+    let budgets = fd_budgets(max, limits.peer_connections_max);
+    if let Some((budget, _)) = budgets.filter(|(b, _)| *b < max) {
         warn!(
             configured = max,
             allowed = budget,

@@ -91,6 +91,11 @@ pub struct Limits {
     pub peer_connections_max: usize,
     /// Messages queued for one peer; further ones are dropped (Raft copes).
     pub peer_outbound_queue_max: usize,
+    /// Non-members whose address (from their handshake) a node keeps, so
+    /// it can answer them (a node joining, a removed one still calling);
+    /// past the bound the oldest is forgotten, with its connection
+    /// (default 64).
+    pub peer_non_members_max: usize,
     /// Bytes one peer write gathers from the queue before writing.
     pub peer_write_batch_bytes_max: usize,
     /// Jobs queued for the disk thread (the node task waits when full).
@@ -115,6 +120,7 @@ impl Default for Limits {
             peer_inbound_bytes_max: 64 << 20,
             peer_connections_max: 1024,
             peer_outbound_queue_max: 4096,
+            peer_non_members_max: 64,
             peer_write_batch_bytes_max: 4 << 20,
             disk_queue_max: 1024,
             apply_queue_max: 1024,
@@ -197,6 +203,7 @@ impl ServerConfig {
             (l.peer_inbound_bytes_max, "peer_inbound_bytes_max"),
             (l.peer_connections_max, "peer_connections_max"),
             (l.peer_outbound_queue_max, "peer_outbound_queue_max"),
+            (l.peer_non_members_max, "peer_non_members_max"),
             (l.peer_write_batch_bytes_max, "peer_write_batch_bytes_max"),
             (l.disk_queue_max, "disk_queue_max"),
             (l.apply_queue_max, "apply_queue_max"),

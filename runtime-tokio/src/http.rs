@@ -16,16 +16,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tracing::debug;
 
-use crate::accept::AcceptBackoff;
+use crate::accept::{AcceptBackoff, HTTP_CONNECTIONS_MAX};
 use crate::disk::SYNC_BUCKETS_MICROS;
 use crate::kv::{role_name, Health, KvApp};
 use crate::node::Report;
 use crate::raft::RaftHandle;
 
 const HEADER_BYTES_MAX: usize = 8 << 10;
-
-/// HTTP connections served at once; more are closed on accept.
-const HTTP_CONNECTIONS_MAX: usize = 64;
 
 /// Serves until shutdown.
 pub(crate) async fn serve(

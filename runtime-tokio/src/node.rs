@@ -252,7 +252,7 @@ impl<A: Application> Loop<A> {
             // The message's share of the inbound byte budget returns once
             // it is stepped (its entries are the core's to bound from then).
             Inbound::Message(msg, _budget) => self.step(Input::Message(msg)),
-            Inbound::Hello { from, addr } => self.peers.learn(from, addr),
+            Inbound::Hello { from, addr } => self.peers.hello(from, addr),
         }
     }
 

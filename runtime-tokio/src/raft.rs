@@ -155,6 +155,9 @@ impl<A: Application> RaftNode<A> {
             write_batch_bytes_max: limits.peer_write_batch_bytes_max,
             inbound_bytes_max: limits.peer_inbound_bytes_max,
             connections_max: limits.peer_connections_max,
+            non_members_max: limits.peer_non_members_max,
+            client_connections_max: limits.client_connections_max,
+            write_timeout: Duration::from_millis(config.snapshot_rpc_timeout_ms.max(1)),
             disk: disk_id,
             disks,
         };

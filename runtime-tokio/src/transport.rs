@@ -23,7 +23,7 @@
 //! byte budget (`peer_inbound_bytes_max`, each weighed by frame plus
 //! decoded entries): a connection waiting for a share reads nothing more.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -37,7 +37,7 @@ use xraft::wire::{decode_frame, encode_frame};
 use xraft::{Message, NodeId};
 use xraft_storage::DiskId;
 
-use crate::accept::{keepalive, AcceptBackoff};
+use crate::accept::{fd_budgets, keepalive, AcceptBackoff};
 use crate::disks::{Live, PeerDisks};
 
 /// Handshake magic.
@@ -76,6 +76,13 @@ pub(crate) struct TransportConfig {
     pub inbound_bytes_max: usize,
     /// See `Limits::peer_connections_max`.
     pub connections_max: usize,
+    /// See `Limits::peer_non_members_max`.
+    pub non_members_max: usize,
+    /// See `Limits::client_connections_max` (they share the open files).
+    pub client_connections_max: usize,
+    /// A write to a peer that makes no progress for this long is abandoned
+    /// and the peer redialed (the snapshot RPC timeout).
+    pub write_timeout: Duration,
     /// This node's data directory's disk id.
     pub disk: DiskId,
     /// The disks members were seen with.
@@ -88,6 +95,11 @@ pub(crate) struct Peers {
     peers: BTreeMap<NodeId, Peer>,
     /// Addresses learned from configuration and handshakes.
     addrs: BTreeMap<NodeId, String>,
+    /// The membership in force (voters and learners); empty until known.
+    members: BTreeSet<NodeId>,
+    /// Non-members whose address came from a handshake, oldest first; at
+    /// most `non_members_max`, each with its address and maybe a writer.
+    strangers: VecDeque<NodeId>,
     shutdown: watch::Receiver<bool>,
     /// Messages dropped because a queue was full or the peer unknown.
     pub dropped: u64,
@@ -104,7 +116,30 @@ impl Peers {
         addrs: BTreeMap<NodeId, String>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
-        Peers { cfg, peers: BTreeMap::new(), addrs, shutdown, dropped: 0 }
+        let (members, strangers) = (BTreeSet::new(), VecDeque::new());
+        Peers { cfg, peers: BTreeMap::new(), addrs, members, strangers, shutdown, dropped: 0 }
+    }
+
+    /// A peer's handshake announced its address. A non-member's is kept so
+    /// that it can be answered (a node asking to join, a removed one still
+    /// calling), but only for the newest `non_members_max` of them: anyone
+    /// can handshake under any id, and each address kept may get a writer
+    /// that redials it.
+    pub fn hello(&mut self, id: NodeId, addr: String) {
+        if id == self.cfg.me || addr.is_empty() {
+            return;
+        }
+        if !self.members.contains(&id) && !self.strangers.contains(&id) {
+            self.strangers.push_back(id);
+            while self.strangers.len() > self.cfg.non_members_max {
+                if let Some(old) = self.strangers.pop_front() {
+                    debug!(peer = old.0, "forgetting a non-member's address");
+                    self.addrs.remove(&old);
+                    self.peers.remove(&old);
+                }
+            }
+        }
+        self.learn(id, addr);
     }
 
     /// Queues `msg` for its peer; `lookup` resolves an unknown address (from
@@ -134,8 +169,8 @@ impl Peers {
         }
     }
 
-    /// A peer announced its address in a handshake.
-    pub fn learn(&mut self, id: NodeId, addr: String) {
+    /// Records `id`'s address, reconnecting if it changed.
+    fn learn(&mut self, id: NodeId, addr: String) {
         if id == self.cfg.me || addr.is_empty() {
             return;
         }
@@ -160,6 +195,9 @@ impl Peers {
         if membership.voters.is_empty() {
             return;
         }
+        self.members = membership.voters.iter().chain(&membership.learners).copied().collect();
+        let members = &self.members;
+        self.strangers.retain(|id| !members.contains(id));
         self.peers.retain(|id, _| membership.contains(*id));
         let missing: Vec<(NodeId, String)> = membership
             .addrs
@@ -256,23 +294,53 @@ async fn writer(
                 m = rx.recv() => match m { Some(m) => m, None => return },
             };
             buf.clear();
-            encode_frame(&msg, &mut buf);
+            push_frame(&cfg, to, &msg, &mut buf);
             while buf.len() < cfg.write_batch_bytes_max {
                 match rx.try_recv() {
-                    Ok(m) => encode_frame(&m, &mut buf),
+                    Ok(m) => push_frame(&cfg, to, &m, &mut buf),
                     Err(_) => break,
                 }
             }
-            // A peer that stopped reading must not hold up shutdown.
+            if buf.is_empty() {
+                continue;
+            }
+            // A peer that stopped reading must not hold up shutdown, nor
+            // this writer forever (its queue would fill and drop meanwhile).
             let written = tokio::select! {
                 _ = shutdown.changed() => return,
-                r = stream.write_all(&buf) => r,
+                r = tokio::time::timeout(cfg.write_timeout, stream.write_all(&buf)) => r,
             };
-            if let Err(e) = written {
-                debug!(peer = to.0, error = %e, "peer write failed; reconnecting");
-                break;
+            match written {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    debug!(peer = to.0, error = %e, "peer write failed; reconnecting");
+                    break;
+                }
+                Err(_) => {
+                    warn!(peer = to.0, "peer write stalled; reconnecting");
+                    break;
+                }
             }
         }
+    }
+}
+
+/// Appends `msg`'s frame to `buf`, unless it is larger than a peer accepts
+/// (`frame_bytes_max`): the peer would close the connection on it and lose
+/// the rest of the batch, so it is dropped here, with a warning (Raft
+/// copes with a lost message; the core's bounds make this a bug if seen).
+fn push_frame(cfg: &TransportConfig, to: NodeId, msg: &Message, buf: &mut Vec<u8>) {
+    let start = buf.len();
+    encode_frame(msg, buf);
+    let payload = buf.len() - start - xraft::wire::FRAME_HEADER_BYTES;
+    if payload > cfg.frame_bytes_max {
+        buf.truncate(start);
+        warn!(
+            peer = to.0,
+            bytes = payload,
+            max = cfg.frame_bytes_max,
+            "message over the frame bound; dropped"
+        );
     }
 }
 
@@ -346,7 +414,17 @@ pub(crate) async fn listen(
 ) {
     let mut backoff = AcceptBackoff::new("peer");
     let budget = Arc::new(Semaphore::new(cfg.inbound_bytes_max.min(Semaphore::MAX_PERMITS)));
-    let slots = Arc::new(Semaphore::new(cfg.connections_max.min(Semaphore::MAX_PERMITS)));
+    let mut max = cfg.connections_max;
+    // Shares the open-file limit with the client port (see `fd_budgets`).
+    if let Some((_, fit)) = fd_budgets(cfg.client_connections_max, max).filter(|(_, p)| *p < max) {
+        warn!(
+            configured = max,
+            allowed = fit,
+            "peer_connections_max lowered to fit the open-file limit"
+        );
+        max = fit;
+    }
+    let slots = Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS)));
     loop {
         let (stream, remote) = tokio::select! {
             _ = shutdown.changed() => return,
@@ -526,4 +604,71 @@ async fn answer(
     answer.extend_from_slice(&(reason.len() as u16).to_le_bytes());
     answer.extend_from_slice(reason);
     s.write_all(&answer).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(non_members_max: usize) -> TransportConfig {
+        TransportConfig {
+            me: NodeId(1),
+            cluster_id: 1,
+            advertise: "127.0.0.1:1".into(),
+            frame_bytes_max: 1 << 20,
+            handshake_timeout: Duration::from_millis(100),
+            queue_max: 4,
+            write_batch_bytes_max: 1 << 16,
+            inbound_bytes_max: 1 << 20,
+            connections_max: 4,
+            non_members_max,
+            client_connections_max: 4,
+            write_timeout: Duration::from_secs(1),
+            disk: DiskId(1),
+            disks: PeerDisks::new(&xraft::Membership::default(), &[], Box::new(|| {})),
+        }
+    }
+
+    fn heartbeat(to: u64) -> Message {
+        Message {
+            from: NodeId(1),
+            to: NodeId(to),
+            term: xraft::Term(1),
+            body: xraft::MessageBody::TimeoutNow,
+        }
+    }
+
+    /// Handshakes under made-up ids keep at most `non_members_max`
+    /// addresses (and writers) of non-members; members are never evicted.
+    #[tokio::test]
+    async fn non_members_learned_from_handshakes_are_bounded() {
+        let (_stop, shutdown) = watch::channel(false);
+        let mut p = Peers::new(config(8), BTreeMap::new(), shutdown);
+        let members = xraft::Membership::with_addrs(
+            [1, 2, 3].map(|i| (NodeId(i), format!("127.0.0.1:{}", 10 + i))),
+        );
+        p.update_addrs(&members);
+        for i in 100..200 {
+            p.hello(NodeId(i), "127.0.0.1:9".into());
+            // The core answers a stranger's message: a writer starts.
+            p.send(heartbeat(i), |_| None);
+        }
+        let strangers = |p: &Peers| p.addrs.keys().filter(|id| id.0 >= 100).count();
+        assert_eq!(strangers(&p), 8);
+        assert_eq!(p.peers.keys().filter(|id| id.0 >= 100).count(), 8);
+        assert!(p.addrs.contains_key(&NodeId(199)), "the newest are kept");
+        // A member's handshake never counts against the bound.
+        p.hello(NodeId(2), "127.0.0.1:12".into());
+        assert!(p.addrs.contains_key(&NodeId(2)) && p.peers.contains_key(&NodeId(2)));
+        // A stranger that becomes a member leaves the stranger list.
+        let mut m = members.clone();
+        m.learners.insert(NodeId(199));
+        m.addrs.insert(NodeId(199), "127.0.0.1:9".into());
+        p.update_addrs(&m);
+        for i in 300..320 {
+            p.hello(NodeId(i), "127.0.0.1:9".into());
+        }
+        assert!(p.addrs.contains_key(&NodeId(199)), "a member is not evicted");
+        assert_eq!(strangers(&p), 9, "8 strangers and the new learner");
+    }
 }
