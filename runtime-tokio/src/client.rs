@@ -16,13 +16,24 @@
 //! about 64 KiB plus one value of replies; a malformed request is answered
 //! `-ERR Protocol error` and the connection is closed; a bad command is an
 //! error reply and the connection stays usable.
+//!
+//! Bounds on what clients can hold (all in [`Limits`]): request bytes
+//! buffered past 64 KiB per connection draw on one shared budget
+//! (`client_input_bytes_max`), waited for at most the request timeout; a
+//! connection whose buffered requests make no progress (no request
+//! completes) within `client_request_timeout_ms` is closed, as is one
+//! whose replies cannot be written for `client_write_timeout_ms`, and,
+//! if set, one idle for `client_idle_timeout_ms`; a read buffer a large
+//! request grew is given back once empty.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
+use tokio::time::Instant;
 use tracing::{debug, warn};
 use xraft::{Commands, NodeId, ProposeError};
 use xraft_kv::resp::{Command, RaftCommand, Reply, RequestParser};
@@ -52,6 +63,7 @@ pub(crate) async fn serve(
         max = budget;
     }
     let slots = Arc::new(Semaphore::new(max));
+    let input = Arc::new(Semaphore::new(limits.client_input_bytes_max.min(Semaphore::MAX_PERMITS)));
     let limits = Arc::new(limits);
     let mut backoff = AcceptBackoff::new("client");
     loop {
@@ -74,10 +86,13 @@ pub(crate) async fn serve(
         };
         let (handle, limits, mut shutdown) =
             (handle.clone(), Arc::clone(&limits), shutdown.clone());
+        let input = InputBudget { sem: Arc::clone(&input), held: 0 };
+        let slots = Arc::clone(&slots);
         tokio::spawn(async move {
+            let clients = Clients { slots: &slots, max };
             tokio::select! {
                 _ = shutdown.changed() => {}
-                r = connection(stream, &handle, &limits) => {
+                r = connection(stream, &handle, &limits, input, clients) => {
                     if let Err(e) = r {
                         debug!(%remote, error = %e, "client connection closed");
                     }
@@ -88,28 +103,111 @@ pub(crate) async fn serve(
     }
 }
 
+/// The connection slots, for `INFO`'s `connected_clients`.
+#[derive(Clone, Copy)]
+struct Clients<'a> {
+    slots: &'a Semaphore,
+    max: usize,
+}
+
+impl Clients<'_> {
+    fn connected(&self) -> usize {
+        self.max.saturating_sub(self.slots.available_permits())
+    }
+}
+
+/// Request bytes a connection buffers without drawing on the shared budget.
+const INPUT_FREE_BYTES: usize = 64 << 10;
+
+/// A connection's share of `client_input_bytes_max`, given back when dropped.
+struct InputBudget {
+    sem: Arc<Semaphore>,
+    held: usize,
+}
+
+impl InputBudget {
+    /// Holds what a buffer of `capacity` bytes needs past the free part,
+    /// waiting `wait` at most; `false` if it could not.
+    async fn cover(&mut self, capacity: usize, wait: Duration) -> bool {
+        let need = capacity.saturating_sub(INPUT_FREE_BYTES);
+        if need > self.held {
+            let more = u32::try_from(need - self.held).unwrap_or(u32::MAX);
+            match tokio::time::timeout(wait, self.sem.acquire_many(more)).await {
+                Ok(Ok(p)) => {
+                    p.forget();
+                    self.held += more as usize;
+                }
+                _ => return false,
+            }
+        } else if need < self.held {
+            self.sem.add_permits(self.held - need);
+            self.held = need;
+        }
+        true
+    }
+}
+
+impl Drop for InputBudget {
+    fn drop(&mut self) {
+        self.sem.add_permits(self.held);
+    }
+}
+
 async fn connection(
     mut s: TcpStream,
     handle: &RaftHandle<KvApp>,
     limits: &Limits,
+    mut input: InputBudget,
+    clients: Clients<'_>,
 ) -> std::io::Result<()> {
     s.set_nodelay(true)?;
     keepalive(&s);
+    let ms = Duration::from_millis;
+    let (request_timeout, idle) =
+        (ms(limits.client_request_timeout_ms), ms(limits.client_idle_timeout_ms));
+    let write_timeout = ms(limits.client_write_timeout_ms);
     let mut buf = BytesMut::with_capacity(16 << 10);
     let mut out = Vec::with_capacity(16 << 10);
     let mut items = Vec::new();
     let mut parser = RequestParser::new();
+    // Since when buffered request bytes wait without a request completing.
+    let mut pending_since: Option<Instant> = None;
     loop {
         if buf.capacity() - buf.len() < 4 << 10 {
             buf.reserve(16 << 10);
         }
-        if s.read_buf(&mut buf).await? == 0 {
+        let deadline = match pending_since {
+            Some(t) => Some(t + request_timeout),
+            None if !idle.is_zero() => Some(Instant::now() + idle),
+            None => None,
+        };
+        if !input.cover(buf.capacity(), request_timeout).await {
+            warn!("client request buffers over client_input_bytes_max; closing the connection");
+            let msg = b"-ERR request buffers over the server's client input budget\r\n";
+            let _ = tokio::time::timeout(write_timeout, s.write_all(msg)).await;
+            return Ok(());
+        }
+        let read = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, s.read_buf(&mut buf)).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    debug!(pending = pending_since.is_some(), "client timed out; closing");
+                    return Ok(());
+                }
+            },
+            None => s.read_buf(&mut buf).await?,
+        };
+        if read == 0 {
             return Ok(());
         }
         let mut close = false;
+        let mut completed = false;
         loop {
             match parser.split(&mut buf, &limits.resp) {
-                Ok(Some(args)) => items.push(Command::parse(&args).map_err(|e| e.to_reply())),
+                Ok(Some(args)) => {
+                    completed = true;
+                    items.push(Command::parse(&args).map_err(|e| e.to_reply()));
+                }
                 Ok(None) => break,
                 Err(e) => {
                     warn!(error = %e, "malformed client request; closing the connection");
@@ -119,11 +217,20 @@ async fn connection(
                 }
             }
         }
-        let mut replies = Out { stream: &mut s, buf: &mut out };
-        close |= execute(handle, &mut items, &mut replies).await?;
+        let mut replies = Out { stream: &mut s, buf: &mut out, write_timeout };
+        close |= execute(handle, clients, &mut items, &mut replies).await?;
         replies.flush().await?;
         if close {
             return Ok(());
+        }
+        if buf.is_empty() {
+            pending_since = None;
+            // Give back what a large request made the buffer grow to.
+            if buf.capacity() > 4 * INPUT_FREE_BYTES {
+                buf = BytesMut::with_capacity(16 << 10);
+            }
+        } else if completed || pending_since.is_none() {
+            pending_since = Some(Instant::now());
         }
     }
 }
@@ -135,6 +242,8 @@ async fn connection(
 struct Out<'a> {
     stream: &'a mut TcpStream,
     buf: &'a mut Vec<u8>,
+    /// A write of gathered replies not done within this fails (`TimedOut`).
+    write_timeout: Duration,
 }
 
 /// Bytes of encoded replies gathered before they are written out.
@@ -159,7 +268,14 @@ impl Out<'_> {
     /// Writes out what is gathered; gives back memory a large value left.
     async fn flush(&mut self) -> std::io::Result<()> {
         if !self.buf.is_empty() {
-            self.stream.write_all(self.buf).await?;
+            let write = tokio::time::timeout(self.write_timeout, self.stream.write_all(self.buf));
+            match write.await {
+                Ok(r) => r?,
+                Err(_) => {
+                    let e = "the client read no reply within client_write_timeout_ms";
+                    return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, e));
+                }
+            }
             self.buf.clear();
         }
         if self.buf.capacity() > 4 * OUT_FLUSH_BYTES {
@@ -173,6 +289,7 @@ impl Out<'_> {
 /// whether the connection should close (QUIT).
 async fn execute(
     handle: &RaftHandle<KvApp>,
+    clients: Clients<'_>,
     items: &mut Vec<Result<Command, Reply>>,
     out: &mut Out<'_>,
 ) -> std::io::Result<bool> {
@@ -188,7 +305,7 @@ async fn execute(
                 None => {
                     run_group(handle, &mut group, out).await?;
                     quit = matches!(cmd, Command::Quit);
-                    out.put(&admin(handle, cmd).await).await?;
+                    out.put(&admin(handle, clients, cmd).await).await?;
                 }
             },
             Err(reply) => {
@@ -305,7 +422,7 @@ pub(crate) fn error_reply(e: &Error) -> Reply {
 }
 
 /// Commands other than data commands.
-async fn admin(handle: &RaftHandle<KvApp>, cmd: Command) -> Reply {
+async fn admin(handle: &RaftHandle<KvApp>, clients: Clients<'_>, cmd: Command) -> Reply {
     if let Some(r) = cmd.local_reply() {
         return r;
     }
@@ -316,7 +433,14 @@ async fn admin(handle: &RaftHandle<KvApp>, cmd: Command) -> Reply {
     let addr = |a: &bytes::Bytes| String::from_utf8_lossy(a).into_owned();
     match cmd {
         Command::Info(_) => match handle.report().await {
-            Ok(r) => Reply::Bulk(info_text(&r).into()),
+            Ok(r) => {
+                let mut text = info_text(&r);
+                text.push_str(&format!(
+                    "# Clients\r\nconnected_clients:{}\r\n",
+                    clients.connected()
+                ));
+                Reply::Bulk(text.into())
+            }
             Err(e) => error_reply(&e),
         },
         Command::Raft(raft) => match raft {

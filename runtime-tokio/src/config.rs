@@ -106,6 +106,22 @@ pub struct Limits {
     pub inputs_per_wakeup_max: usize,
     /// Concurrent client connections on the RESP port.
     pub client_connections_max: usize,
+    /// Bytes of requests all client connections together may buffer past
+    /// 64 KiB each (a large request being received, a deep pipeline). A
+    /// connection that needs more waits up to `client_request_timeout_ms`
+    /// for others to release theirs, then is closed with an error (default
+    /// 512 MiB).
+    pub client_input_bytes_max: usize,
+    /// A request whose first bytes arrived must be complete within this
+    /// many milliseconds, or the connection is closed (default 30,000).
+    pub client_request_timeout_ms: u64,
+    /// A write of replies to a client (about 64 KiB, or one large value)
+    /// not done within this many milliseconds (the client stopped reading)
+    /// closes the connection (default 30,000).
+    pub client_write_timeout_ms: u64,
+    /// A connection with no request for this many milliseconds is closed;
+    /// 0 keeps idle connections open, as Redis's `timeout 0` (default 0).
+    pub client_idle_timeout_ms: u64,
     /// Bounds of the RESP parser.
     pub resp: RespLimits,
     /// Events buffered per watcher channel before the hub's queue holds them.
@@ -126,6 +142,10 @@ impl Default for Limits {
             apply_queue_max: 1024,
             inputs_per_wakeup_max: 256,
             client_connections_max: 10_000,
+            client_input_bytes_max: 512 << 20,
+            client_request_timeout_ms: 30_000,
+            client_write_timeout_ms: 30_000,
+            client_idle_timeout_ms: 0,
             resp: RespLimits::default(),
             watch_channel_events_max: 1024,
         }
@@ -196,6 +216,11 @@ impl ServerConfig {
             }
         }
         check(self.rpc_timeout_ms >= 1, "rpc_timeout_ms must be >= 1")?;
+        check(
+            self.limits.client_request_timeout_ms >= 1,
+            "client_request_timeout_ms must be >= 1",
+        )?;
+        check(self.limits.client_write_timeout_ms >= 1, "client_write_timeout_ms must be >= 1")?;
         let l = &self.limits;
         for (n, what) in [
             (l.requests_queue_max, "requests_queue_max"),
@@ -209,6 +234,7 @@ impl ServerConfig {
             (l.apply_queue_max, "apply_queue_max"),
             (l.inputs_per_wakeup_max, "inputs_per_wakeup_max"),
             (l.client_connections_max, "client_connections_max"),
+            (l.client_input_bytes_max, "client_input_bytes_max"),
             (l.watch_channel_events_max, "watch_channel_events_max"),
         ] {
             if n == 0 {

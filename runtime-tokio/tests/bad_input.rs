@@ -260,3 +260,103 @@ async fn peer_connections_and_inbound_bytes_are_bounded() {
     still_serves(&c, 2).await;
     c.shutdown().await;
 }
+
+/// `connected_clients` from `INFO` on an open connection.
+async fn connected_clients(s: &mut TcpStream) -> usize {
+    s.write_all(b"INFO\r\n").await.unwrap();
+    let mut head = Vec::new();
+    // `$<len>\r\n` then the text and CRLF.
+    loop {
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).await.unwrap();
+        head.push(b[0]);
+        if head.ends_with(b"\r\n") {
+            break;
+        }
+    }
+    let len: usize = String::from_utf8_lossy(&head[1..head.len() - 2]).parse().unwrap();
+    let mut body = vec![0u8; len + 2];
+    s.read_exact(&mut body).await.unwrap();
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let line = text.lines().find_map(|l| l.strip_prefix("connected_clients:")).unwrap();
+    line.trim().parse().unwrap()
+}
+
+/// What a client can hold is bounded in time and bytes: a request left
+/// incomplete, replies never read, an idle connection, and request bytes
+/// past the shared input budget each close that connection, and the node
+/// keeps serving others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_connections_cannot_hold_buffers_or_slots_forever() {
+    let c = Cluster::start_with(3, |cfg| {
+        cfg.limits.client_request_timeout_ms = 300;
+        cfg.limits.client_write_timeout_ms = 300;
+        cfg.limits.client_idle_timeout_ms = 1_000;
+        cfg.limits.client_input_bytes_max = 1 << 20;
+    })
+    .await;
+    let leader = c.leader().await;
+    let port = c.slots[(leader - 1) as usize].client.clone();
+
+    // A request that never completes: closed after the request timeout.
+    let mut s = TcpStream::connect(&port).await.unwrap();
+    s.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100\r\nonly part").await.unwrap();
+    let started = std::time::Instant::now();
+    assert!(read_to_close(&mut s).await.is_empty());
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // An idle connection: closed after the idle timeout.
+    let mut s = TcpStream::connect(&port).await.unwrap();
+    s.write_all(b"PING\r\n").await.unwrap();
+    assert_eq!(read_to_close(&mut s).await, b"+PONG\r\n");
+
+    // A request larger than the input budget left (1 MiB past 64 KiB):
+    // refused with an error once the budget does not come free.
+    let mut s = TcpStream::connect(&port).await.unwrap();
+    let big = 4usize << 20;
+    s.write_all(format!("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${big}\r\n").as_bytes()).await.unwrap();
+    let chunk = vec![b'x'; 64 << 10];
+    let mut sent = 0;
+    // Keep sending until the server stops reading and closes.
+    while sent < big {
+        match tokio::time::timeout(Duration::from_secs(5), s.write_all(&chunk)).await {
+            Ok(Ok(())) => sent += chunk.len(),
+            _ => break,
+        }
+    }
+    let answer = read_to_close(&mut s).await;
+    assert!(String::from_utf8_lossy(&answer).contains("input budget"), "{answer:?}");
+
+    // Replies never read: a pipeline of GETs of a 512 KiB value fills the
+    // socket buffers; the stalled write closes the connection.
+    c.node(leader).set("big", vec![b'v'; 512 << 10]).await.unwrap();
+    let mut stalled = TcpStream::connect(&port).await.unwrap();
+    let gets = b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n".repeat(200);
+    let _ = tokio::time::timeout(Duration::from_secs(5), stalled.write_all(&gets)).await;
+    // Never read from `stalled`; the server counts it until it gives up.
+    let mut info = TcpStream::connect(&port).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut seen = Vec::new();
+    loop {
+        let n = connected_clients(&mut info).await;
+        seen.push(n);
+        if n == 1 {
+            break;
+        }
+        let last = &seen[seen.len().saturating_sub(3)..];
+        assert!(
+            started.elapsed() < DEADLINE,
+            "stalled client kept ({} polls: {last:?})",
+            seen.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(stalled);
+
+    still_serves(&c, 1).await;
+    let mut s = TcpStream::connect(&port).await.unwrap();
+    s.write_all(b"PING\r\n").await.unwrap();
+    let mut pong = [0u8; 7];
+    s.read_exact(&mut pong).await.unwrap();
+    assert_eq!(&pong, b"+PONG\r\n");
+}
