@@ -75,11 +75,17 @@ impl Sessions {
         index
     }
 
-    /// Classifies a tagged write.
+    /// Classifies a tagged write. Sequence numbers start at 1: a 0 is
+    /// refused as stale (it would otherwise match a new session's
+    /// placeholder and be answered without being executed).
     pub fn check(&self, tag: SessionTag) -> Check {
         let Some(s) = self.map.get(&tag.client) else {
             return Check::Refuse(KvError::SessionExpired { client: tag.client });
         };
+        if tag.seq == 0 {
+            let e = KvError::StaleSequence { client: tag.client, seq: 0, last: s.last_seq };
+            return Check::Refuse(e);
+        }
         if tag.seq > s.last_seq {
             Check::Execute
         } else if tag.seq == s.last_seq {

@@ -218,26 +218,32 @@ fn sessions_apply_a_retried_write_once() {
     };
     assert_eq!(client, 1);
     let tag = |seq| Some(SessionTag { client, seq });
-    assert_eq!(tagged(&mut store, 2, set("k", "first"), tag(1)), KvResponse::Ok);
-    assert_eq!(tagged(&mut store, 3, set("k", "other writer"), None), KvResponse::Ok);
+    // Sequence numbers start at 1: a 0 is refused, not taken for a retry.
+    assert_eq!(
+        tagged(&mut store, 2, set("k", "zero"), tag(0)),
+        KvResponse::Error(KvError::StaleSequence { client, seq: 0, last: 0 })
+    );
+    assert_eq!(store.get(b"k"), None);
+    assert_eq!(tagged(&mut store, 3, set("k", "first"), tag(1)), KvResponse::Ok);
+    assert_eq!(tagged(&mut store, 4, set("k", "other writer"), None), KvResponse::Ok);
     // The retry of seq 1 (say, after a leader change) is not executed again.
-    assert_eq!(tagged(&mut store, 4, set("k", "first"), tag(1)), KvResponse::Ok);
+    assert_eq!(tagged(&mut store, 5, set("k", "first"), tag(1)), KvResponse::Ok);
     assert_eq!(store.get(b"k").map(|v| &v[..]), Some(&b"other writer"[..]));
     // A delete's remembered count is replayed, not recomputed.
     let del = || KvCommand::Delete { keys: vec![Bytes::from_static(b"k")] };
-    assert_eq!(tagged(&mut store, 5, del(), tag(2)), KvResponse::Count(1));
     assert_eq!(tagged(&mut store, 6, del(), tag(2)), KvResponse::Count(1));
+    assert_eq!(tagged(&mut store, 7, del(), tag(2)), KvResponse::Count(1));
     assert_eq!(
-        tagged(&mut store, 7, del(), tag(1)),
+        tagged(&mut store, 8, del(), tag(1)),
         KvResponse::Error(KvError::StaleSequence { client, seq: 1, last: 2 })
     );
     assert_eq!(
-        tagged(&mut store, 8, del(), Some(SessionTag { client: 99, seq: 1 })),
+        tagged(&mut store, 9, del(), Some(SessionTag { client: 99, seq: 1 })),
         KvResponse::Error(KvError::SessionExpired { client: 99 })
     );
     // Reads ignore the tag.
     assert_eq!(
-        tagged(&mut store, 9, KvCommand::Get { key: Bytes::from_static(b"k") }, tag(1)),
+        tagged(&mut store, 10, KvCommand::Get { key: Bytes::from_static(b"k") }, tag(1)),
         KvResponse::Value(None)
     );
 
@@ -245,8 +251,8 @@ fn sessions_apply_a_retried_write_once() {
     let mut back = KvStore::default();
     back.restore(&mut store.snapshot()).expect("restores");
     assert_eq!(back.sessions_len(), 1);
-    assert_eq!(tagged(&mut back, 10, del(), tag(2)), KvResponse::Count(1));
-    assert_eq!(tagged(&mut back, 11, set("k", "x"), tag(3)), KvResponse::Ok);
+    assert_eq!(tagged(&mut back, 11, del(), tag(2)), KvResponse::Count(1));
+    assert_eq!(tagged(&mut back, 12, set("k", "x"), tag(3)), KvResponse::Ok);
     back.check_invariants();
 }
 
