@@ -341,16 +341,26 @@ impl WatchHub {
     }
 
     /// Reports that the state was replaced by a snapshot through `index`:
-    /// every watcher gets a [`WatchItem::Restored`] marker (consecutive
-    /// markers merge into one, so the queue stays bounded) and no events.
+    /// every watcher gets a [`WatchItem::Restored`] marker and no events.
+    /// The markers after a watcher's last queued event fold into at most
+    /// `Lagged` then `Restored` (a later restore supersedes an earlier one,
+    /// and the drops between them add up), so the queue stays bounded.
     pub fn notify_restored(&mut self, index: LogIndex) {
         for (slot, entry) in self.slots.iter_mut().enumerate() {
             let Some(w) = entry.watcher.as_mut() else { continue };
-            if let Some(WatchItem::Restored { index: last }) = w.queue.back_mut() {
-                *last = index;
-            } else {
-                w.queue.push_back(WatchItem::Restored { index });
+            let mut dropped = 0;
+            while let Some(m) = w.queue.back() {
+                match m {
+                    WatchItem::Lagged { dropped: d } => dropped += d,
+                    WatchItem::Restored { .. } => {}
+                    WatchItem::Event(_) => break,
+                }
+                w.queue.pop_back();
             }
+            if dropped > 0 {
+                w.queue.push_back(WatchItem::Lagged { dropped });
+            }
+            w.queue.push_back(WatchItem::Restored { index });
             if !w.ready {
                 w.ready = true;
                 self.ready.push(WatchId::new(slot as u32, entry.generation));
@@ -412,8 +422,10 @@ struct Watcher {
 
 impl Watcher {
     /// Queues `event` or counts it as dropped. Returns whether the queue got
-    /// a new item (event or new marker). Markers are at most one per run of
-    /// drops, so the queue holds at most `2 * cap + 1` items.
+    /// a new item (event or new marker). After each event at most three
+    /// markers follow (`Lagged`, `Restored`, `Lagged`: see
+    /// `WatchHub::notify_restored`), so the queue holds at most
+    /// `cap + 3 * (cap + 1)` items.
     fn push_event(&mut self, event: WatchEvent, cap: usize) -> bool {
         if self.events < cap {
             self.queue.push_back(WatchItem::Event(event));
@@ -750,6 +762,41 @@ mod tests {
         // After draining, the slow watcher hears new events again.
         hub.notify(&b("k"), Some(&v), LogIndex(6));
         assert_eq!(events(&mut hub, slow), vec![set("k", 6)]);
+    }
+
+    /// A stuck watcher (queue full, never drained) through many restores,
+    /// each followed by more dropped events: its markers fold, so its queue
+    /// stays bounded, and the drops add up.
+    #[test]
+    fn a_stuck_watchers_markers_stay_bounded_across_restores() {
+        let mut hub = WatchHub::new(WatchConfig { queue_events_max: 2, ..WatchConfig::default() });
+        let stuck = hub.watch(Pattern::parse(b"k")).expect("ok");
+        let v = b("v");
+        let mut index = 0;
+        for round in 0..100 {
+            for _ in 0..3 {
+                index += 1;
+                hub.notify(&b("k"), Some(&v), LogIndex(index));
+            }
+            index += 1;
+            hub.notify_restored(LogIndex(index));
+            let w = hub.slots[stuck.slot()].watcher.as_ref().expect("live");
+            assert!(w.queue.len() <= 2 + 3, "round {round}: {} items", w.queue.len());
+        }
+        // One more drop after the last restore: Lagged, Restored, Lagged.
+        index += 1;
+        hub.notify(&b("k"), Some(&v), LogIndex(index));
+        let items = events(&mut hub, stuck);
+        assert_eq!(
+            items,
+            vec![
+                set("k", 1),
+                set("k", 2),
+                WatchItem::Lagged { dropped: 1 + 99 * 3 },
+                WatchItem::Restored { index: LogIndex(400) },
+                WatchItem::Lagged { dropped: 1 },
+            ]
+        );
     }
 
     #[test]
