@@ -455,15 +455,18 @@ impl<A: Application> Loop<A> {
                         r
                     }
                 };
-                // A newer snapshot than the one asked for is sent from 0.
-                let offset = if reader.meta().index == index { offset } else { 0 };
+                // A newer snapshot than the one asked for is sent from 0, as
+                // is one asked for past its end (a follower's answer said
+                // so; it would otherwise be told `done` with bytes missing).
+                let same = reader.meta().index == index && offset <= reader.data_len();
+                let offset = if same { offset } else { 0 };
                 let data = reader.read_chunk(offset, max_bytes).map_err(|e| e.to_string())?;
                 Ok((reader, offset, data))
             })
             .await;
             match read {
                 Ok(Ok((reader, offset, data))) => {
-                    let done = offset + data.len() as u64 >= reader.data_len();
+                    let done = offset.saturating_add(data.len() as u64) >= reader.data_len();
                     let _ = events.send(Event::Input(Input::SnapshotChunk {
                         to,
                         meta: reader.meta().clone(),

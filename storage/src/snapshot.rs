@@ -331,7 +331,7 @@ impl SnapshotReader {
         }
         let data_offset = HEADER_FIXED_LEN + u64::from(meta_len);
         let data_len = le_u64(&trailer[0..8]);
-        if data_offset + data_len != trailer_at {
+        if data_offset.checked_add(data_len) != Some(trailer_at) {
             return Err(corrupt(trailer_at, "snapshot data length differs from the file size"));
         }
         let data_crc = le_u32(&trailer[8..12]);
@@ -390,6 +390,11 @@ impl SnapshotReader {
     pub fn read_chunk_into(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
         let remaining = self.data_len.saturating_sub(offset);
         let n = remaining.min(buf.len() as u64) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        // `offset < data_len` here, and `data_offset + data_len` is the
+        // trailer's offset (checked at open): no overflow.
         self.file.read_exact_at(&mut buf[..n], self.data_offset + offset).at(&self.path)?;
         Ok(n)
     }

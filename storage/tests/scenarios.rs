@@ -163,6 +163,10 @@ fn installing_a_matching_snapshot_keeps_the_log_after_it() {
     assert_eq!(s.last_index(), LogIndex(100));
     let r = s.snapshot_reader().expect("reader").expect("some");
     assert_eq!(r.read_chunk(0, 100).expect("read"), b"chunk one chunk two");
+    // Offsets at or past the end, however large (a peer's claim), read nothing.
+    for off in [19, 20, 1 << 40, u64::MAX] {
+        assert_eq!(r.read_chunk(off, 100).expect("read past the end"), b"");
+    }
     drop((s, r));
     let (_, r) = Storage::open(dir.path(), small_options()).expect("reopen");
     assert_eq!(r.entries, entries(71, 100, 2, 50));
