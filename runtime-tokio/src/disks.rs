@@ -10,13 +10,17 @@
 //! transport refuses a connection to or from that member with another disk.
 //!
 //! Invariants: only members have a recorded disk, so the record is bounded
-//! by the membership. A node that leaves the membership is forgotten, so
-//! one removed and added back (the way to replace a lost disk) is learned
-//! afresh. A node that becomes a member adopts the disk of its live
-//! connection if it has one, else the disk of its next handshake; a
-//! handshake from a non-member is never recorded (a removed node's old
-//! process must not pin its old disk). The transport connects to every
-//! member, so each node learns every member's disk, not only its leader's.
+//! by the membership. A disk is recorded only from a connection this node
+//! dialed, to the member's address: an inbound handshake is checked, never
+//! recorded, so whoever connects claiming a member's id cannot pin a disk
+//! that locks the real member out. A node that leaves the membership is
+//! forgotten, so one removed and added back (the way to replace a lost
+//! disk) is learned afresh. A node that becomes a member adopts the disk
+//! of its live outbound connection if it has one, else the disk of its
+//! next outbound handshake; a handshake from a non-member is never
+//! recorded (a removed node's old process must not pin its old disk). The
+//! transport dials every member, so each node learns every member's disk,
+//! not only its leader's.
 //!
 //! The record is saved in the data directory's `PEERS` file by the disk
 //! thread: every change bumps a version and wakes it (`unsaved`, `saved`),
@@ -55,7 +59,7 @@ struct Inner {
     members: BTreeSet<NodeId>,
     /// Each member's disk, once seen.
     known: BTreeMap<NodeId, DiskId>,
-    /// Open connections per node: the disk they came with, and how many.
+    /// Open dialed connections per node: the disk they came with, and how many.
     live: BTreeMap<NodeId, (DiskId, usize)>,
     /// Bumped whenever `known` changes.
     version: u64,
@@ -86,6 +90,8 @@ pub(crate) struct Live {
     disks: Arc<PeerDisks>,
     id: NodeId,
     disk: DiskId,
+    /// Only dialed connections count in `live` (see `open`).
+    dialed: bool,
 }
 
 impl PeerDisks {
@@ -128,11 +134,11 @@ impl PeerDisks {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A connection to or from node `id`, whose data directory has `disk`,
-    /// completed its handshake. Refuses it, with the reason, if `id` is a
-    /// member known with another disk; records `disk` if `id` is a member
-    /// not yet known.
-    pub fn open(self: &Arc<Self>, id: NodeId, disk: DiskId) -> Result<Live, Refused> {
+    /// A connection to (`dialed`) or from node `id`, whose data directory
+    /// has `disk`, completed its handshake. Refuses it, with the reason, if
+    /// `id` is a member known with another disk; records `disk` if `id` is
+    /// a member not yet known and this node dialed it.
+    pub fn open(self: &Arc<Self>, id: NodeId, disk: DiskId, dialed: bool) -> Result<Live, Refused> {
         let mut g = self.lock();
         let mut changed = false;
         match g.known.get(&id) {
@@ -148,24 +154,26 @@ impl PeerDisks {
             }
             Some(_) => {}
             None => {
-                if g.members.contains(&id) {
+                if dialed && g.members.contains(&id) {
                     g.known.insert(id, disk);
                     g.version += 1;
                     changed = true;
                 }
             }
         }
-        let slot = g.live.entry(id).or_insert((disk, 0));
-        if slot.0 != disk {
-            // Two processes claim one id; the newest connection speaks.
-            *slot = (disk, 0);
+        if dialed {
+            let slot = g.live.entry(id).or_insert((disk, 0));
+            if slot.0 != disk {
+                // Two processes claim one id; the newest connection speaks.
+                *slot = (disk, 0);
+            }
+            slot.1 += 1;
         }
-        slot.1 += 1;
         drop(g);
         if changed {
             (self.wake)();
         }
-        Ok(Live { disks: Arc::clone(self), id, disk })
+        Ok(Live { disks: Arc::clone(self), id, disk, dialed })
     }
 
     /// The membership in force changed: forgets nodes that left it, and
@@ -222,6 +230,9 @@ fn members(m: &Membership) -> BTreeSet<NodeId> {
 
 impl Drop for Live {
     fn drop(&mut self) {
+        if !self.dialed {
+            return;
+        }
         let mut g = self.disks.lock();
         if let Some(slot) = g.live.get_mut(&self.id) {
             if slot.0 == self.disk {
@@ -253,65 +264,87 @@ mod tests {
     #[test]
     fn a_member_with_another_disk_is_refused() {
         let d = registry(&voters(&[1, 2]));
-        let first = d.open(NodeId(2), A).expect("first sight");
+        let first = d.open(NodeId(2), A, true).expect("first sight");
         drop(first);
-        let again = d.open(NodeId(2), A).expect("same disk again");
-        let r = d.open(NodeId(2), B).unwrap_err();
+        let again = d.open(NodeId(2), A, true).expect("same disk again");
+        let r = d.open(NodeId(2), B, true).unwrap_err();
         assert!(r.reason.contains("node 2 came back"), "{}", r.reason);
         assert!(r.loud() && r.nth == 1);
         assert_eq!(d.refused(), 1);
         drop(again);
         // Closing every connection does not forget the member's disk.
-        let r = d.open(NodeId(2), B).unwrap_err();
+        let r = d.open(NodeId(2), B, true).unwrap_err();
         assert!(!r.loud() && r.nth == 2, "later refusals are quiet");
         assert_eq!(d.refused(), 2);
+    }
+
+    /// A handshake this node did not dial (anyone can connect and claim a
+    /// member's id) is checked but never recorded, nor adopted.
+    #[test]
+    fn only_dialed_connections_record_a_disk() {
+        let d = registry(&voters(&[1, 2, 3]));
+        // A spoofer connects first, claiming node 2 with disk B.
+        let spoof = d.open(NodeId(2), B, false).expect("nothing known yet");
+        // The real node 2, dialed at its address, has disk A: accepted.
+        drop(d.open(NodeId(2), A, true).expect("the dialed disk is recorded"));
+        // From now on the spoofer's disk is refused either way.
+        assert!(d.open(NodeId(2), B, false).is_err());
+        assert!(d.open(NodeId(2), A, false).is_ok());
+        drop(spoof);
+        // A newcomer does not adopt the disk of an inbound connection.
+        let inbound = d.open(NodeId(4), B, false).unwrap();
+        d.set_members(&voters(&[1, 2, 3, 4]));
+        assert_eq!(d.known(), 1, "only node 2's dialed disk");
+        drop(inbound);
+        drop(d.open(NodeId(4), A, true).unwrap());
+        assert!(d.open(NodeId(4), B, false).is_err());
     }
 
     #[test]
     fn a_removed_and_re_added_member_is_learned_afresh() {
         let d = registry(&voters(&[1, 2, 3]));
-        drop(d.open(NodeId(3), A).unwrap());
+        drop(d.open(NodeId(3), A, true).unwrap());
         d.set_members(&voters(&[1, 2]));
         // The removed node's old process still dials: not recorded.
-        drop(d.open(NodeId(3), A).unwrap());
+        drop(d.open(NodeId(3), A, true).unwrap());
         // Its replacement, with an empty directory, is added back.
-        let new = d.open(NodeId(3), B).expect("a non-member is not checked");
+        let new = d.open(NodeId(3), B, true).expect("a non-member is not checked");
         d.set_members(&voters(&[1, 2, 3]));
         drop(new);
-        assert!(d.open(NodeId(3), A).is_err(), "the new disk is the one recorded");
-        assert!(d.open(NodeId(3), B).is_ok());
+        assert!(d.open(NodeId(3), A, true).is_err(), "the new disk is the one recorded");
+        assert!(d.open(NodeId(3), B, true).is_ok());
     }
 
     #[test]
     fn a_newcomer_adopts_its_live_connection_only() {
         let d = registry(&voters(&[1, 2]));
         // A joiner connected before it was added, and is still connected.
-        let live = d.open(NodeId(4), A).unwrap();
+        let live = d.open(NodeId(4), A, true).unwrap();
         // A node that came and went while not a member is not adopted.
-        drop(d.open(NodeId(5), A).unwrap());
+        drop(d.open(NodeId(5), A, true).unwrap());
         d.set_members(&voters(&[1, 2, 4, 5]));
-        assert!(d.open(NodeId(4), B).is_err(), "adopted from the live connection");
-        assert!(d.open(NodeId(5), B).is_ok(), "first handshake as a member is recorded");
-        assert!(d.open(NodeId(5), A).is_err());
+        assert!(d.open(NodeId(4), B, true).is_err(), "adopted from the live connection");
+        assert!(d.open(NodeId(5), B, true).is_ok(), "first handshake as a member is recorded");
+        assert!(d.open(NodeId(5), A, true).is_err());
         drop(live);
     }
 
     #[test]
     fn a_membership_without_voters_changes_nothing() {
         let d = registry(&Membership::default());
-        drop(d.open(NodeId(1), A).unwrap());
+        drop(d.open(NodeId(1), A, true).unwrap());
         d.set_members(&Membership::default());
-        assert!(d.open(NodeId(1), B).is_ok(), "not a known member");
-        let live = d.open(NodeId(1), B).unwrap();
+        assert!(d.open(NodeId(1), B, true).is_ok(), "not a known member");
+        let live = d.open(NodeId(1), B, true).unwrap();
         d.set_members(&voters(&[1, 2]));
-        assert!(d.open(NodeId(1), A).is_err());
+        assert!(d.open(NodeId(1), A, true).is_err());
         drop(live);
         // Learners are members too.
         let mut m = voters(&[1]);
         m.learners.insert(NodeId(2));
         d.set_members(&m);
-        drop(d.open(NodeId(2), A).unwrap());
-        assert!(d.open(NodeId(2), B).is_err());
+        drop(d.open(NodeId(2), A, true).unwrap());
+        assert!(d.open(NodeId(2), B, true).is_err());
     }
 
     #[test]
@@ -328,10 +361,10 @@ mod tests {
         assert_eq!(list, vec![(NodeId(2), A)]);
         d.saved(v);
         assert!(d.unsaved().is_none());
-        assert!(d.open(NodeId(2), B).is_err(), "the saved disk is enforced after a restart");
+        assert!(d.open(NodeId(2), B, true).is_err(), "the saved disk is enforced after a restart");
         assert_eq!(wakes.load(Relaxed), 0, "a refusal changes nothing to save");
         // Learning a disk and forgetting a member each ask for a save.
-        drop(d.open(NodeId(3), B).unwrap());
+        drop(d.open(NodeId(3), B, true).unwrap());
         assert_eq!(wakes.load(Relaxed), 1);
         let (v3, list) = d.unsaved().expect("learned");
         assert_eq!(list, vec![(NodeId(2), A), (NodeId(3), B)]);

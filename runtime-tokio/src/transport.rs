@@ -401,7 +401,7 @@ async fn dial(cfg: &TransportConfig, to: NodeId, addr: &str) -> Result<(TcpStrea
         return Err(Dial::Refused(format!("expected node {} but reached node {id}", to.0)));
     }
     let disk = DiskId(u128::from_le_bytes(fixed[27..43].try_into().expect("16 bytes")));
-    let live = cfg.disks.open(to, disk).map_err(|r| Dial::Refused(r.reason))?;
+    let live = cfg.disks.open(to, disk, true).map_err(|r| Dial::Refused(r.reason))?;
     Ok((s, live))
 }
 
@@ -477,7 +477,7 @@ async fn serve_peer(
             return Err(format!("handshake refused: {reason}"));
         }
     };
-    let _live = match cfg.disks.open(from, disk) {
+    let _live = match cfg.disks.open(from, disk, false) {
         Ok(live) => live,
         Err(refused) => {
             let _ = answer(cfg, &mut s, Some(&refused.reason)).await;
