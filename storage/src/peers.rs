@@ -13,8 +13,10 @@
 //! and a CRC32C of everything before it. Invariants: the file is replaced
 //! atomically (temporary file, sync, rename, directory sync), so it is
 //! either the old list or the new one; a file that fails its checks is
-//! `Corrupt`, never read in part; a missing file is an empty list; the
-//! file is read only up to [`PEERS_BYTES_MAX`].
+//! `Corrupt`, never read in part (`Storage::open` then reports it in
+//! `Recovered::peer_disks_error` and goes on with an empty list); a
+//! missing file is an empty list; the file is read only up to
+//! [`PEERS_BYTES_MAX`].
 
 use std::path::Path;
 

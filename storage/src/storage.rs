@@ -37,8 +37,13 @@ pub struct Recovered {
     /// The directory's disk id.
     pub disk_id: DiskId,
     /// The peers' disk ids last saved with [`Storage::save_peer_disks`]
-    /// (empty if never).
+    /// (empty if never, or if the file is damaged: see `peer_disks_error`).
     pub peer_disks: Vec<(NodeId, DiskId)>,
+    /// Why the saved peers' disk ids could not be read, if so. The record
+    /// is advisory (a runtime starts without it and learns the disks
+    /// again), so a damaged `PEERS` file does not fail the open; the next
+    /// save replaces it.
+    pub peer_disks_error: Option<String>,
 }
 
 /// Durable storage for one Raft node: its log, hard state and snapshots in
@@ -102,13 +107,17 @@ impl Storage {
             preallocate_bytes: options.preallocate_bytes,
         };
         let (log, entries) = Log::open(&dir, bounds, snapshot.as_ref())?;
-        let peer_disks = peers::read(&dir)?;
+        let (peer_disks, peer_disks_error) = match peers::read(&dir) {
+            Ok(list) => (list, None),
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        };
         let recovered = Recovered {
             hard_state: hard.durable(),
             snapshot,
             entries,
             disk_id: identity.disk_id,
             peer_disks,
+            peer_disks_error,
         };
         let storage = Storage {
             dir,

@@ -419,3 +419,31 @@ fn a_snapshot_source_reads_the_newest_snapshot_from_another_thread() {
         assert_eq!(data, vec![byte; 300]);
     }
 }
+
+/// The peers' disk ids survive a reopen; a damaged `PEERS` file does not
+/// stop the open (the record is advisory): it reads as none, says why, and
+/// the next save replaces it.
+#[test]
+fn peer_disks_are_saved_and_a_damaged_record_does_not_fail_the_open() {
+    use xraft::NodeId;
+    use xraft_storage::DiskId;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let list = vec![(NodeId(2), DiskId(0xabc)), (NodeId(3), DiskId(0xdef))];
+    {
+        let (mut s, r) = Storage::open(dir.path(), small_options()).expect("open");
+        assert!(r.peer_disks.is_empty() && r.peer_disks_error.is_none());
+        s.save_peer_disks(&list).expect("save");
+    }
+    let (s, r) = Storage::open(dir.path(), small_options()).expect("reopen");
+    assert_eq!(r.peer_disks, list);
+    drop(s);
+    std::fs::write(dir.path().join("PEERS"), b"XRPEERS\0 damaged").expect("damage");
+    let (mut s, r) = Storage::open(dir.path(), small_options()).expect("opens anyway");
+    assert!(r.peer_disks.is_empty());
+    assert!(r.peer_disks_error.as_deref().is_some_and(|e| e.contains("PEERS")), "{r:?}");
+    s.save_peer_disks(&list[..1]).expect("save over it");
+    drop(s);
+    let (_, r) = Storage::open(dir.path(), small_options()).expect("reopen");
+    assert_eq!(r.peer_disks, list[..1].to_vec());
+    assert!(r.peer_disks_error.is_none());
+}
