@@ -102,6 +102,29 @@ pub fn raise_fd_limit() -> Option<u64> {
     getrlimit(Resource::Nofile).current
 }
 
+/// Writes all of `buf` to `s`, failing with `TimedOut` if one write call
+/// makes no progress for `stall` (the other side stopped reading). A slow
+/// but moving reader is never cut off, whatever the size of `buf`.
+pub(crate) async fn write_all_progress(
+    s: &mut tokio::net::TcpStream,
+    mut buf: &[u8],
+    stall: Duration,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    while !buf.is_empty() {
+        match tokio::time::timeout(stall, s.write(buf)).await {
+            Ok(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(Ok(n)) => buf = &buf[n..],
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                let e = "no write progress within the stall timeout";
+                return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, e));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// TCP keepalive on `s`: first probe after 30 s idle, then every 5 s; the
 /// connection fails after 4 unanswered probes. Best effort: a socket that
 /// refuses the options keeps working without them.

@@ -39,7 +39,7 @@ use xraft::{Commands, NodeId, ProposeError};
 use xraft_kv::resp::{Command, RaftCommand, Reply, RequestParser};
 use xraft_kv::{KvCommand, KvRequest, KvStore};
 
-use crate::accept::{fd_budgets, keepalive, AcceptBackoff};
+use crate::accept::{fd_budgets, keepalive, write_all_progress, AcceptBackoff};
 use crate::config::Limits;
 use crate::error::Error;
 use crate::kv::{nodes_of, role_name, Health, KvApp};
@@ -242,7 +242,7 @@ async fn connection(
 struct Out<'a> {
     stream: &'a mut TcpStream,
     buf: &'a mut Vec<u8>,
-    /// A write of gathered replies not done within this fails (`TimedOut`).
+    /// A write call that makes no progress for this long fails (`TimedOut`).
     write_timeout: Duration,
 }
 
@@ -268,14 +268,7 @@ impl Out<'_> {
     /// Writes out what is gathered; gives back memory a large value left.
     async fn flush(&mut self) -> std::io::Result<()> {
         if !self.buf.is_empty() {
-            let write = tokio::time::timeout(self.write_timeout, self.stream.write_all(self.buf));
-            match write.await {
-                Ok(r) => r?,
-                Err(_) => {
-                    let e = "the client read no reply within client_write_timeout_ms";
-                    return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, e));
-                }
-            }
+            write_all_progress(self.stream, self.buf, self.write_timeout).await?;
             self.buf.clear();
         }
         if self.buf.capacity() > 4 * OUT_FLUSH_BYTES {
@@ -565,4 +558,32 @@ pub(crate) fn info_text(r: &crate::node::Report) -> String {
 
 fn join<'a>(ids: impl Iterator<Item = &'a NodeId>) -> String {
     ids.map(|i| i.to_string()).collect::<Vec<_>>().join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shared input budget: a connection's share grows and shrinks with
+    /// its buffer, one that cannot get its share in time is told so, and a
+    /// closed connection's share returns.
+    #[tokio::test]
+    async fn input_budget_is_shared_waited_for_and_returned() {
+        let sem = Arc::new(Semaphore::new(1 << 20));
+        let wait = Duration::from_millis(50);
+        let mut a = InputBudget { sem: Arc::clone(&sem), held: 0 };
+        assert!(a.cover(INPUT_FREE_BYTES, wait).await, "the free part needs nothing");
+        assert_eq!(sem.available_permits(), 1 << 20);
+        assert!(a.cover(INPUT_FREE_BYTES + (900 << 10), wait).await);
+        assert_eq!(sem.available_permits(), (1 << 20) - (900 << 10));
+        let mut b = InputBudget { sem: Arc::clone(&sem), held: 0 };
+        assert!(!b.cover(INPUT_FREE_BYTES + (900 << 10), wait).await, "over the budget");
+        assert_eq!(b.held, 0);
+        // `a`'s buffer shrinks: part of its share returns.
+        assert!(a.cover(INPUT_FREE_BYTES + (100 << 10), wait).await);
+        assert!(b.cover(INPUT_FREE_BYTES + (900 << 10), wait).await);
+        drop(a);
+        drop(b);
+        assert_eq!(sem.available_permits(), 1 << 20, "every share returned");
+    }
 }

@@ -110,14 +110,14 @@ pub struct Limits {
     /// 64 KiB each (a large request being received, a deep pipeline). A
     /// connection that needs more waits up to `client_request_timeout_ms`
     /// for others to release theirs, then is closed with an error (default
-    /// 512 MiB).
+    /// 512 MiB; at least `resp.frame_bytes_max`).
     pub client_input_bytes_max: usize,
     /// A request whose first bytes arrived must be complete within this
     /// many milliseconds, or the connection is closed (default 30,000).
     pub client_request_timeout_ms: u64,
-    /// A write of replies to a client (about 64 KiB, or one large value)
-    /// not done within this many milliseconds (the client stopped reading)
-    /// closes the connection (default 30,000).
+    /// A write of replies to a client that makes no progress for this many
+    /// milliseconds (the client stopped reading) closes the connection
+    /// (default 30,000).
     pub client_write_timeout_ms: u64,
     /// A connection with no request for this many milliseconds is closed;
     /// 0 keeps idle connections open, as Redis's `timeout 0` (default 0).
@@ -221,6 +221,12 @@ impl ServerConfig {
             "client_request_timeout_ms must be >= 1",
         )?;
         check(self.limits.client_write_timeout_ms >= 1, "client_write_timeout_ms must be >= 1")?;
+        // A request of the largest size must be able to get its share, or it
+        // would wait at the head of the budget's queue, holding up others.
+        check(
+            self.limits.client_input_bytes_max >= self.limits.resp.frame_bytes_max,
+            "client_input_bytes_max must be at least resp.frame_bytes_max",
+        )?;
         let l = &self.limits;
         for (n, what) in [
             (l.requests_queue_max, "requests_queue_max"),

@@ -167,6 +167,12 @@ pub(crate) fn spawn(
                 }
             }
         }
+        // Changes to the record since the last group (say, during shutdown).
+        if let Some((v, list)) = peer_disks.unsaved() {
+            if disk.storage.save_peer_disks(&list).is_ok() {
+                peer_disks.saved(v);
+            }
+        }
         debug!(node = id, "disk thread stopped");
     })
 }

@@ -15,7 +15,10 @@
 //! recorded, so whoever connects claiming a member's id cannot pin a disk
 //! that locks the real member out. A node that leaves the membership is
 //! forgotten, so one removed and added back (the way to replace a lost
-//! disk) is learned afresh. A node that becomes a member adopts the disk
+//! disk) is learned afresh, also when the removal and the re-addition
+//! reach this node together: the node task calls `set_members` with every
+//! committed membership in turn, not only the one in force. A node that
+//! becomes a member adopts the disk
 //! of its live outbound connection if it has one, else the disk of its
 //! next outbound handshake; a handshake from a non-member is never
 //! recorded (a removed node's old process must not pin its old disk). The
@@ -147,7 +150,9 @@ impl PeerDisks {
                 let nth = self.refused.fetch_add(1, Relaxed) + 1;
                 let reason = format!(
                     "node {} came back with another data directory (disk {disk}, was {was}): \
-                     it lost its state and must not vote; remove it and add it back",
+                     it lost its state and must not vote; remove it and add it back \
+                     (if that was done while this node was behind, delete PEERS in \
+                     this node's data directory)",
                     id.0
                 );
                 return Err(Refused { reason, nth });

@@ -349,7 +349,10 @@ impl<A: Application> Loop<A> {
             // Gathered and sent as one job after this wake-up's outputs: the
             // disk thread makes them durable in this order, in one fsync.
             Output::Persist(w) => self.writes.push(w),
-            Output::Apply { entries } => self.send_apply(ApplyJob::Apply(entries)).await?,
+            Output::Apply { entries } => {
+                self.committed_configs(&entries);
+                self.send_apply(ApplyJob::Apply(entries)).await?
+            }
             Output::Proposed { request, term, first, last } => {
                 let reply = match self.pending.remove(&request) {
                     Some(Pending::Propose(tx)) => Reply::Commands(tx),
@@ -429,6 +432,24 @@ impl<A: Application> Loop<A> {
         }
     }
 
+    /// Shows the peer-disk registry every committed membership, one by one,
+    /// then the one in force again. A member removed and added back (a
+    /// replaced disk) is then forgotten and learned afresh even when this
+    /// node receives both changes at once (catching up after a restart),
+    /// which the membership in force alone would not show.
+    fn committed_configs(&mut self, entries: &[xraft::Entry]) {
+        let mut any = false;
+        for e in entries.iter().filter(|e| e.kind == xraft::EntryKind::Config) {
+            if let Ok(m) = xraft::Membership::decode(&e.data) {
+                self.peers.committed_membership(&m);
+                any = true;
+            }
+        }
+        if any {
+            self.peers.committed_membership(self.node.membership());
+        }
+    }
+
     /// Reads a chunk of the latest durable snapshot on a blocking thread and
     /// feeds it back as `Input::SnapshotChunk`. A reader is kept while its
     /// snapshot is the newest, so each chunk is one positioned read; opening
@@ -455,11 +476,16 @@ impl<A: Application> Loop<A> {
                         r
                     }
                 };
-                // A newer snapshot than the one asked for is sent from 0, as
-                // is one asked for past its end (a follower's answer said
-                // so; it would otherwise be told `done` with bytes missing).
-                let same = reader.meta().index == index && offset <= reader.data_len();
-                let offset = if same { offset } else { 0 };
+                // A newer snapshot than the one asked for is sent from 0.
+                let offset = if reader.meta().index == index { offset } else { 0 };
+                // Past the end: only a faulty follower's answer asks for
+                // that. Nothing is sent (it would be told `done` with bytes
+                // missing); the core retries after the chunk timeout, so
+                // that follower's transfer stalls, and nothing else.
+                if offset > reader.data_len() {
+                    let len = reader.data_len();
+                    return Err(format!("offset {offset} asked past the snapshot's {len} bytes"));
+                }
                 let data = reader.read_chunk(offset, max_bytes).map_err(|e| e.to_string())?;
                 Ok((reader, offset, data))
             })

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use xraft::{
     Commands, LogIndex, Membership, MembershipChange, Node, NodeId, PersistId, ProposeError,
     RestartState,
@@ -285,6 +285,9 @@ impl<A: Application> Drop for RaftNode<A> {
 /// Opens storage, bootstraps a founding member, restores the snapshot.
 fn open_storage<A: Application>(config: &ServerConfig, mut app: A) -> Result<Opened<A>> {
     let (mut storage, rec) = Storage::open(&config.data_dir, config.storage_options())?;
+    if let Some(e) = &rec.peer_disks_error {
+        warn!(node = config.node_id, error = %e, "saved peer disk ids unreadable; learning them again");
+    }
     let peer_disks = rec.peer_disks;
     let fresh =
         rec.snapshot.is_none() && rec.entries.is_empty() && rec.hard_state == Default::default();

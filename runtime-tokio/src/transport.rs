@@ -37,7 +37,7 @@ use xraft::wire::{decode_frame, encode_frame};
 use xraft::{Message, NodeId};
 use xraft_storage::DiskId;
 
-use crate::accept::{fd_budgets, keepalive, AcceptBackoff};
+use crate::accept::{fd_budgets, keepalive, write_all_progress, AcceptBackoff};
 use crate::disks::{Live, PeerDisks};
 
 /// Handshake magic.
@@ -80,8 +80,8 @@ pub(crate) struct TransportConfig {
     pub non_members_max: usize,
     /// See `Limits::client_connections_max` (they share the open files).
     pub client_connections_max: usize,
-    /// A write to a peer that makes no progress for this long is abandoned
-    /// and the peer redialed (the snapshot RPC timeout).
+    /// A write call to a peer that makes no progress for this long is
+    /// abandoned and the peer redialed (the snapshot RPC timeout).
     pub write_timeout: Duration,
     /// This node's data directory's disk id.
     pub disk: DiskId,
@@ -127,6 +127,11 @@ impl Peers {
     /// that redials it.
     pub fn hello(&mut self, id: NodeId, addr: String) {
         if id == self.cfg.me || addr.is_empty() {
+            return;
+        }
+        // A member's address is the replicated one: a handshake claiming
+        // its id (anyone can send one) does not redirect its writer.
+        if self.members.contains(&id) && self.addrs.get(&id).is_some_and(|a| !a.is_empty()) {
             return;
         }
         if !self.members.contains(&id) && !self.strangers.contains(&id) {
@@ -213,6 +218,12 @@ impl Peers {
         for (id, addr) in missing {
             self.start(id, addr);
         }
+    }
+
+    /// A membership was committed (see `NodeTask::committed_configs`): the
+    /// peer-disk registry forgets those it leaves out.
+    pub fn committed_membership(&mut self, membership: &xraft::Membership) {
+        self.cfg.disks.set_members(membership);
     }
 
     /// Connections, either way, refused because a member came with another
@@ -308,16 +319,16 @@ async fn writer(
             // this writer forever (its queue would fill and drop meanwhile).
             let written = tokio::select! {
                 _ = shutdown.changed() => return,
-                r = tokio::time::timeout(cfg.write_timeout, stream.write_all(&buf)) => r,
+                r = write_all_progress(&mut stream, &buf, cfg.write_timeout) => r,
             };
             match written {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    debug!(peer = to.0, error = %e, "peer write failed; reconnecting");
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    warn!(peer = to.0, "peer write stalled; reconnecting");
                     break;
                 }
-                Err(_) => {
-                    warn!(peer = to.0, "peer write stalled; reconnecting");
+                Err(e) => {
+                    debug!(peer = to.0, error = %e, "peer write failed; reconnecting");
                     break;
                 }
             }
@@ -657,9 +668,11 @@ mod tests {
         assert_eq!(strangers(&p), 8);
         assert_eq!(p.peers.keys().filter(|id| id.0 >= 100).count(), 8);
         assert!(p.addrs.contains_key(&NodeId(199)), "the newest are kept");
-        // A member's handshake never counts against the bound.
-        p.hello(NodeId(2), "127.0.0.1:12".into());
-        assert!(p.addrs.contains_key(&NodeId(2)) && p.peers.contains_key(&NodeId(2)));
+        // A member's handshake never counts against the bound, nor moves
+        // the member's replicated address.
+        p.hello(NodeId(2), "127.0.0.1:99".into());
+        assert_eq!(p.addrs.get(&NodeId(2)).map(String::as_str), Some("127.0.0.1:12"));
+        assert!(p.peers.contains_key(&NodeId(2)));
         // A stranger that becomes a member leaves the stranger list.
         let mut m = members.clone();
         m.learners.insert(NodeId(199));

@@ -447,3 +447,44 @@ async fn shutdown_closes_every_listening_socket() {
         }
     }
 }
+
+/// A member replaced the documented way (removed, added back with an empty
+/// directory) while another member was down: that member, restarted, has
+/// the old disk in its saved record and receives the removal and the
+/// addition in one batch while catching up, so the membership in force
+/// never changes for it; it forgets the old disk from the committed
+/// removal and accepts the replacement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_replaced_while_a_peer_was_down_is_accepted_by_that_peer() {
+    let mut c = Cluster::start(5).await;
+    let leader = c.leader().await;
+    let mut others = (1..=5).filter(|i| *i != leader);
+    let (victim, down) = (others.next().unwrap(), others.next().unwrap());
+    for id in 1..=5 {
+        wait_for("every node to know the other four disks", || async {
+            (c.node(id).handle().report().await.ok()?.peer_disks_known == 4).then_some(())
+        })
+        .await;
+    }
+    c.stop(down).await;
+    c.stop(victim).await;
+    c.node(leader).leave(victim).await.unwrap();
+    let slot = &mut c.slots[(victim - 1) as usize];
+    std::fs::remove_dir_all(&slot.dir).unwrap();
+    c.nodes[(victim - 1) as usize] = Some(slot.start(slot.config(&[])).await);
+    let addr = slot.peer.clone();
+    c.node(leader).join(victim, addr).await.unwrap();
+    c.node(leader).set("after", "replacement").await.unwrap();
+    c.restart(down).await;
+    // The replacement dials every member; `down` answers it once it has
+    // forgotten the old disk, and the replacement records `down`'s disk.
+    wait_for("the replacement to be accepted by the restarted peer", || async {
+        (c.node(victim).handle().report().await.ok()?.peer_disks_known == 4).then_some(())
+    })
+    .await;
+    assert_eq!(
+        c.node(down).get_linear("after").await.unwrap(),
+        Some(bytes::Bytes::from("replacement"))
+    );
+    c.shutdown().await;
+}
