@@ -1,5 +1,6 @@
 //! What every listener of a node shares: backing off after accept errors,
-//! and the process's file-descriptor budget.
+//! the process's file-descriptor budget, byte budgets for read buffers and
+//! writes that give up when the other side stops reading.
 //!
 //! Owns [`AcceptBackoff`] (an accept loop that fails, typically out of file
 //! descriptors, waits 10 ms doubling to 1 s instead of retrying at once, and
@@ -12,9 +13,10 @@
 //! connection slot forever. Invariant: a waiting accept loop still stops
 //! at shutdown.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tracing::{debug, warn};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
@@ -102,6 +104,63 @@ pub fn raise_fd_limit() -> Option<u64> {
     getrlimit(Resource::Nofile).current
 }
 
+/// Bytes a connection buffers without drawing on a shared budget.
+pub(crate) const BUFFER_FREE_BYTES: usize = 64 << 10;
+
+/// A connection's share of a byte budget shared by a port's connections
+/// (`client_input_bytes_max`, `peer_inbound_bytes_max`), covering what its
+/// read buffer holds past [`BUFFER_FREE_BYTES`]; given back when dropped.
+pub(crate) struct BufferShare {
+    pub sem: Arc<Semaphore>,
+    pub held: usize,
+    /// The whole budget: a share never asks for more, so one buffer larger
+    /// than the budget still gets through (holding all of it).
+    pub total: usize,
+}
+
+impl BufferShare {
+    /// A share of `sem`, a budget of `total` bytes; empty for now.
+    pub fn new(sem: &Arc<Semaphore>, total: usize) -> Self {
+        BufferShare { sem: Arc::clone(sem), held: 0, total }
+    }
+
+    /// Holds what a buffer of `capacity` bytes needs past the free part (at
+    /// most the whole budget), taking more, waiting `wait` at most, or
+    /// giving back the excess; `false` if it could not get it in time.
+    pub async fn cover(&mut self, capacity: usize, wait: Duration) -> bool {
+        let need = capacity.saturating_sub(BUFFER_FREE_BYTES).min(self.total);
+        if need > self.held {
+            let more = u32::try_from(need - self.held).unwrap_or(u32::MAX);
+            match tokio::time::timeout(wait, self.sem.acquire_many(more)).await {
+                Ok(Ok(p)) => {
+                    p.forget();
+                    self.held += more as usize;
+                }
+                _ => return false,
+            }
+        } else if need < self.held {
+            self.sem.add_permits(self.held - need);
+            self.held = need;
+        }
+        true
+    }
+}
+
+impl BufferShare {
+    /// Gives back the whole share (the buffer's bytes moved elsewhere);
+    /// the next `cover` takes what the buffer then needs.
+    pub fn release(&mut self) {
+        self.sem.add_permits(self.held);
+        self.held = 0;
+    }
+}
+
+impl Drop for BufferShare {
+    fn drop(&mut self) {
+        self.sem.add_permits(self.held);
+    }
+}
+
 /// Writes all of `buf` to `s`, failing with `TimedOut` if one write call
 /// makes no progress for `stall` (the other side stopped reading). A slow
 /// but moving reader is never cut off, whatever the size of `buf`.
@@ -170,5 +229,28 @@ mod tests {
         assert_eq!(b.delay, BACKOFF_MAX);
         b.ok();
         assert_eq!(b.delay, BACKOFF_MIN);
+    }
+
+    /// A shared byte budget: a connection's share grows and shrinks with
+    /// its buffer, one that cannot get its share in time is told so, and a
+    /// closed connection's share returns.
+    #[tokio::test]
+    async fn input_budget_is_shared_waited_for_and_returned() {
+        let sem = Arc::new(Semaphore::new(1 << 20));
+        let wait = Duration::from_millis(50);
+        let mut a = BufferShare::new(&sem, 1 << 20);
+        assert!(a.cover(BUFFER_FREE_BYTES, wait).await, "the free part needs nothing");
+        assert_eq!(sem.available_permits(), 1 << 20);
+        assert!(a.cover(BUFFER_FREE_BYTES + (900 << 10), wait).await);
+        assert_eq!(sem.available_permits(), (1 << 20) - (900 << 10));
+        let mut b = BufferShare::new(&sem, 1 << 20);
+        assert!(!b.cover(BUFFER_FREE_BYTES + (900 << 10), wait).await, "over the budget");
+        assert_eq!(b.held, 0);
+        // `a`'s buffer shrinks: part of its share returns.
+        assert!(a.cover(BUFFER_FREE_BYTES + (100 << 10), wait).await);
+        assert!(b.cover(BUFFER_FREE_BYTES + (900 << 10), wait).await);
+        drop(a);
+        drop(b);
+        assert_eq!(sem.available_permits(), 1 << 20, "every share returned");
     }
 }

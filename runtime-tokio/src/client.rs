@@ -39,7 +39,9 @@ use xraft::{Commands, NodeId, ProposeError};
 use xraft_kv::resp::{Command, RaftCommand, Reply, RequestParser};
 use xraft_kv::{KvCommand, KvRequest, KvStore};
 
-use crate::accept::{fd_budgets, keepalive, write_all_progress, AcceptBackoff};
+use crate::accept::{
+    fd_budgets, keepalive, write_all_progress, AcceptBackoff, BufferShare, BUFFER_FREE_BYTES,
+};
 use crate::config::Limits;
 use crate::error::Error;
 use crate::kv::{nodes_of, role_name, Health, KvApp};
@@ -86,7 +88,7 @@ pub(crate) async fn serve(
         };
         let (handle, limits, mut shutdown) =
             (handle.clone(), Arc::clone(&limits), shutdown.clone());
-        let input = InputBudget { sem: Arc::clone(&input), held: 0 };
+        let input = BufferShare::new(&input, limits.client_input_bytes_max);
         let slots = Arc::clone(&slots);
         tokio::spawn(async move {
             let clients = Clients { slots: &slots, max };
@@ -116,48 +118,11 @@ impl Clients<'_> {
     }
 }
 
-/// Request bytes a connection buffers without drawing on the shared budget.
-const INPUT_FREE_BYTES: usize = 64 << 10;
-
-/// A connection's share of `client_input_bytes_max`, given back when dropped.
-struct InputBudget {
-    sem: Arc<Semaphore>,
-    held: usize,
-}
-
-impl InputBudget {
-    /// Holds what a buffer of `capacity` bytes needs past the free part,
-    /// waiting `wait` at most; `false` if it could not.
-    async fn cover(&mut self, capacity: usize, wait: Duration) -> bool {
-        let need = capacity.saturating_sub(INPUT_FREE_BYTES);
-        if need > self.held {
-            let more = u32::try_from(need - self.held).unwrap_or(u32::MAX);
-            match tokio::time::timeout(wait, self.sem.acquire_many(more)).await {
-                Ok(Ok(p)) => {
-                    p.forget();
-                    self.held += more as usize;
-                }
-                _ => return false,
-            }
-        } else if need < self.held {
-            self.sem.add_permits(self.held - need);
-            self.held = need;
-        }
-        true
-    }
-}
-
-impl Drop for InputBudget {
-    fn drop(&mut self) {
-        self.sem.add_permits(self.held);
-    }
-}
-
 async fn connection(
     mut s: TcpStream,
     handle: &RaftHandle<KvApp>,
     limits: &Limits,
-    mut input: InputBudget,
+    mut input: BufferShare,
     clients: Clients<'_>,
 ) -> std::io::Result<()> {
     s.set_nodelay(true)?;
@@ -226,7 +191,7 @@ async fn connection(
         if buf.is_empty() {
             pending_since = None;
             // Give back what a large request made the buffer grow to.
-            if buf.capacity() > 4 * INPUT_FREE_BYTES {
+            if buf.capacity() > 4 * BUFFER_FREE_BYTES {
                 buf = BytesMut::with_capacity(16 << 10);
             }
         } else if completed || pending_since.is_none() {
@@ -558,32 +523,4 @@ pub(crate) fn info_text(r: &crate::node::Report) -> String {
 
 fn join<'a>(ids: impl Iterator<Item = &'a NodeId>) -> String {
     ids.map(|i| i.to_string()).collect::<Vec<_>>().join(",")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The shared input budget: a connection's share grows and shrinks with
-    /// its buffer, one that cannot get its share in time is told so, and a
-    /// closed connection's share returns.
-    #[tokio::test]
-    async fn input_budget_is_shared_waited_for_and_returned() {
-        let sem = Arc::new(Semaphore::new(1 << 20));
-        let wait = Duration::from_millis(50);
-        let mut a = InputBudget { sem: Arc::clone(&sem), held: 0 };
-        assert!(a.cover(INPUT_FREE_BYTES, wait).await, "the free part needs nothing");
-        assert_eq!(sem.available_permits(), 1 << 20);
-        assert!(a.cover(INPUT_FREE_BYTES + (900 << 10), wait).await);
-        assert_eq!(sem.available_permits(), (1 << 20) - (900 << 10));
-        let mut b = InputBudget { sem: Arc::clone(&sem), held: 0 };
-        assert!(!b.cover(INPUT_FREE_BYTES + (900 << 10), wait).await, "over the budget");
-        assert_eq!(b.held, 0);
-        // `a`'s buffer shrinks: part of its share returns.
-        assert!(a.cover(INPUT_FREE_BYTES + (100 << 10), wait).await);
-        assert!(b.cover(INPUT_FREE_BYTES + (900 << 10), wait).await);
-        drop(a);
-        drop(b);
-        assert_eq!(sem.available_permits(), 1 << 20, "every share returned");
-    }
 }

@@ -37,7 +37,9 @@ use xraft::wire::{decode_frame, encode_frame};
 use xraft::{Message, NodeId};
 use xraft_storage::DiskId;
 
-use crate::accept::{fd_budgets, keepalive, write_all_progress, AcceptBackoff};
+use crate::accept::{
+    fd_budgets, keepalive, write_all_progress, AcceptBackoff, BufferShare, BUFFER_FREE_BYTES,
+};
 use crate::disks::{Live, PeerDisks};
 
 /// Handshake magic.
@@ -507,11 +509,17 @@ async fn serve_peer(
         return Ok(());
     }
     let mut buf = BytesMut::with_capacity(64 << 10);
+    // What the buffer holds past 64 KiB (a frame being received) draws on
+    // the same budget as received messages, and must keep coming.
+    let mut share = BufferShare::new(budget, cfg.inbound_bytes_max);
     loop {
         loop {
             match decode_frame(&buf, cfg.frame_bytes_max) {
                 Ok(Some((msg, used))) => {
                     buf.advance(used);
+                    // The frame's bytes move to the message's share below;
+                    // holding both could wait on itself.
+                    share.release();
                     if msg.from != from || msg.to != cfg.me {
                         return Err(format!(
                             "message from {:?} to {:?} on the connection of {from:?}",
@@ -532,10 +540,26 @@ async fn serve_peer(
                 Err(e) => return Err(format!("bad frame from {from:?}: {e}")),
             }
         }
+        if buf.is_empty() && buf.capacity() > 4 * BUFFER_FREE_BYTES {
+            buf = BytesMut::with_capacity(64 << 10); // give back a large frame's room
+        }
         if buf.capacity() - buf.len() < 16 << 10 {
             buf.reserve(64 << 10);
         }
-        match s.read_buf(&mut buf).await {
+        if !share.cover(buf.capacity(), cfg.write_timeout).await {
+            return Err("no room in the inbound byte budget for a frame being received".into());
+        }
+        // A frame started must keep arriving; between frames a connection
+        // may be quiet for as long as it likes (keepalive finds dead hosts).
+        let read = if buf.is_empty() {
+            s.read_buf(&mut buf).await
+        } else {
+            match tokio::time::timeout(cfg.write_timeout, s.read_buf(&mut buf)).await {
+                Ok(r) => r,
+                Err(_) => return Err("a frame stopped arriving half-way".into()),
+            }
+        };
+        match read {
             Ok(0) => return Ok(()),
             Ok(_) => {}
             Err(e) => return Err(e.to_string()),

@@ -362,3 +362,35 @@ async fn client_connections_cannot_hold_buffers_or_slots_forever() {
     s.read_exact(&mut pong).await.unwrap();
     assert_eq!(&pong, b"+PONG\r\n");
 }
+
+/// A frame that stops arriving half-way closes its peer connection after
+/// the snapshot RPC timeout (its bytes held a share of the inbound budget);
+/// a connection quiet between frames is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_frame_stalled_half_way_closes_its_connection() {
+    let c = Cluster::start_with(3, |cfg| cfg.snapshot_rpc_timeout_ms = 300).await;
+    c.leader().await;
+    let peer = c.slots[0].peer.clone();
+    let handshake = || async {
+        let mut s = TcpStream::connect(&peer).await.unwrap();
+        s.write_all(&hello(1, PEER_PROTOCOL_VERSION, 9, 1)).await.unwrap();
+        let mut answer = [0u8; ANSWER_FIXED];
+        s.read_exact(&mut answer).await.unwrap();
+        assert_eq!(answer[26], 0, "handshake accepted");
+        s
+    };
+    let mut quiet = handshake().await;
+    let mut stalled = handshake().await;
+    // A header announcing 100 KiB, then only part of it.
+    stalled.write_all(&(100u32 << 10).to_le_bytes()).await.unwrap();
+    stalled.write_all(&[0u8; 4 + 1000]).await.unwrap();
+    let started = std::time::Instant::now();
+    read_to_close(&mut stalled).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The quiet one is still open: reading times out rather than ending.
+    let mut b = [0u8; 1];
+    let r = tokio::time::timeout(Duration::from_millis(500), quiet.read(&mut b)).await;
+    assert!(r.is_err(), "a quiet connection was closed: {r:?}");
+    still_serves(&c, 1).await;
+    c.shutdown().await;
+}
