@@ -824,6 +824,32 @@ impl Cluster {
         self.configs.last().map(|(_, m)| m)
     }
 
+    /// Configurations carried by messages still in the network (a config
+    /// entry in an append, a snapshot's membership): a node may adopt one
+    /// on delivery though no log or disk holds it now (seed 19106061 at
+    /// three nodes: a leader sent its own removal, then crashed with that
+    /// write torn; the follower got it after the heal).
+    pub fn configs_in_flight(&self) -> Vec<Membership> {
+        let mut out = Vec::new();
+        for q in self.queue.iter() {
+            let Ev::Deliver(m) = &q.ev else { continue };
+            match &m.body {
+                xraft::MessageBody::Append { entries, .. } => {
+                    for e in entries.iter().filter(|e| e.kind == xraft::EntryKind::Config) {
+                        if let Ok(c) = Membership::decode(&e.data) {
+                            out.push(c);
+                        }
+                    }
+                }
+                xraft::MessageBody::InstallSnapshot { meta, .. } => {
+                    out.push(meta.membership.clone())
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
     /// Membership changes that no log holds yet but that may still take
     /// effect: requests not answered, or answered with an unknown outcome
     /// (`Timeout`, `LeadershipLost`, or the node crashed), whose forwarded

@@ -114,7 +114,7 @@ fn run_one(seed: u64, opts: &SeedOptions, tail: usize) -> (Outcome, SeedRun) {
     (out, run)
 }
 
-fn print_failure(o: &Outcome, f: &Failure) {
+fn print_failure(o: &Outcome, f: &Failure, opts: &SeedOptions) {
     println!(
         "FAIL seed {} ({} nodes) at {}.{:03} ms: {}",
         o.seed,
@@ -123,7 +123,10 @@ fn print_failure(o: &Outcome, f: &Failure) {
         f.time_us % 1000,
         f.violation
     );
-    println!("  replay: cargo run -p xraft-sim --release -- --seed {}", o.seed);
+    // The same options as the sweep, or the replay draws another run.
+    let nodes = opts.nodes.map(|k| format!(" --nodes {k}")).unwrap_or_default();
+    let classic = if opts.classic { " --classic" } else { "" };
+    println!("  replay: cargo run -p xraft-sim --release -- --seed {}{nodes}{classic}", o.seed);
     println!("  params: {}", o.params.replace('\n', "\n  "));
     println!("  trace tail:\n{}", o.tail);
 }
@@ -170,7 +173,7 @@ fn main() -> ExitCode {
                     }
                 }
                 if let Err(f) = &o.result {
-                    print_failure(&o, f);
+                    print_failure(&o, f, &opts);
                 }
                 outcomes.lock().expect("no panics while holding the lock").push(o);
             });

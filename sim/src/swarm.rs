@@ -597,6 +597,8 @@ impl SeedRun {
                 configs.push(m);
             }
         }
+        configs
+            .extend(self.cluster.configs_in_flight().into_iter().filter(|m| !m.voters.is_empty()));
         // A change no log holds yet may still commit after healing (a
         // follower forwards a queued request once it learns the leader):
         // every configuration it, or a sequence of such changes, may yield

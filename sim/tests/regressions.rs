@@ -316,6 +316,15 @@ fn a_learner_holding_the_only_newest_entries_rescues_the_cluster() {
 ///   PreVote right after the heal and deposed the leader once: no lease
 ///   protects it without CheckQuorum. The harness now lets that happen
 ///   before the liveness window opens, as it does for resumed pauses.
+/// - 19106061 at three nodes (the harness): a leader appended its own
+///   removal, sent it, and crashed with that write torn; the follower got
+///   it after the heal and, its configuration now {n3, n4}, needed n4,
+///   which the harness had left down for good (it counted the
+///   configurations in logs and on disks, not in messages still in
+///   flight). With n4 gone neither remaining voter can win: n3 needs n4,
+///   n5 needs n3's vote, refused for n3's longer log; Raft's single-server
+///   changes promise nothing there. The harness now counts configurations
+///   in flight too.
 #[test]
 fn seeds_that_found_core_bugs_pass() {
     // Found before the swarm drew flow-control bounds: replayed with the
@@ -337,4 +346,7 @@ fn seeds_that_found_core_bugs_pass() {
     let five = xraft_sim::SeedOptions { nodes: Some(5), ..Default::default() };
     let mut run = xraft_sim::SeedRun::new(9_203_206, &five);
     assert_eq!(run.run(), Ok(()), "seed 9203206 at five nodes");
+    let three = xraft_sim::SeedOptions { nodes: Some(3), ..Default::default() };
+    let mut run = xraft_sim::SeedRun::new(19_106_061, &three);
+    assert_eq!(run.run(), Ok(()), "seed 19106061 at three nodes");
 }
