@@ -104,6 +104,25 @@ pub fn raise_fd_limit() -> Option<u64> {
     getrlimit(Resource::Nofile).current
 }
 
+/// Counts one kind of event that anyone reaching a port can cause (a
+/// malformed request, a refused connection), so that logging it cannot be
+/// turned into a flood: the first and every hundredth are worth a warning,
+/// the others a debug line.
+pub(crate) struct LogThrottle(std::sync::atomic::AtomicU64);
+
+impl LogThrottle {
+    /// A counter at zero.
+    pub const fn new() -> Self {
+        LogThrottle(std::sync::atomic::AtomicU64::new(0))
+    }
+
+    /// Counts one event; `(loud, how many so far)`.
+    pub fn loud(&self) -> (bool, u64) {
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        (n == 1 || n.is_multiple_of(100), n)
+    }
+}
+
 /// Bytes a connection buffers without drawing on a shared budget.
 pub(crate) const BUFFER_FREE_BYTES: usize = 64 << 10;
 

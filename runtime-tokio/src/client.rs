@@ -40,7 +40,8 @@ use xraft_kv::resp::{Command, RaftCommand, Reply, RequestParser};
 use xraft_kv::{KvCommand, KvRequest, KvStore};
 
 use crate::accept::{
-    fd_budgets, keepalive, write_all_progress, AcceptBackoff, BufferShare, BUFFER_FREE_BYTES,
+    fd_budgets, keepalive, write_all_progress, AcceptBackoff, BufferShare, LogThrottle,
+    BUFFER_FREE_BYTES,
 };
 use crate::config::Limits;
 use crate::error::Error;
@@ -147,7 +148,14 @@ async fn connection(
             None => None,
         };
         if !input.cover(buf.capacity(), request_timeout).await {
-            warn!("client request buffers over client_input_bytes_max; closing the connection");
+            static OVER: LogThrottle = LogThrottle::new();
+            match OVER.loud() {
+                (true, times) => warn!(
+                    times,
+                    "client request buffers over client_input_bytes_max; closing the connection"
+                ),
+                (false, _) => debug!("client request buffers over client_input_bytes_max; closing"),
+            }
             let msg = b"-ERR request buffers over the server's client input budget\r\n";
             let _ = tokio::time::timeout(write_timeout, s.write_all(msg)).await;
             return Ok(());
@@ -175,7 +183,13 @@ async fn connection(
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    warn!(error = %e, "malformed client request; closing the connection");
+                    static MALFORMED: LogThrottle = LogThrottle::new();
+                    match MALFORMED.loud() {
+                        (true, times) => {
+                            warn!(error = %e, times, "malformed client request; closing the connection")
+                        }
+                        (false, _) => debug!(error = %e, "malformed client request; closing"),
+                    }
                     items.push(Err(e.to_reply()));
                     close = true;
                     break;

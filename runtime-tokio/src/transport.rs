@@ -38,7 +38,8 @@ use xraft::{Message, NodeId};
 use xraft_storage::DiskId;
 
 use crate::accept::{
-    fd_budgets, keepalive, write_all_progress, AcceptBackoff, BufferShare, BUFFER_FREE_BYTES,
+    fd_budgets, keepalive, write_all_progress, AcceptBackoff, BufferShare, LogThrottle,
+    BUFFER_FREE_BYTES,
 };
 use crate::disks::{Live, PeerDisks};
 
@@ -453,7 +454,13 @@ pub(crate) async fn listen(
         };
         backoff.ok();
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            warn!(node = cfg.me.0, %remote, max = cfg.connections_max, "too many peer connections; closed");
+            static FULL: LogThrottle = LogThrottle::new();
+            match FULL.loud() {
+                (true, times) => {
+                    warn!(node = cfg.me.0, %remote, max = cfg.connections_max, times, "too many peer connections; closed")
+                }
+                (false, _) => debug!(node = cfg.me.0, %remote, "too many peer connections; closed"),
+            }
             drop(stream);
             continue;
         };
@@ -464,7 +471,11 @@ pub(crate) async fn listen(
                 _ = shutdown.changed() => {}
                 r = serve_peer(&cfg, stream, &inbound, &budget) => {
                     if let Err(reason) = r {
-                        warn!(node = cfg.me.0, %remote, %reason, "closed peer connection");
+                        static CLOSED: LogThrottle = LogThrottle::new();
+                        match CLOSED.loud() {
+                            (true, times) => warn!(node = cfg.me.0, %remote, %reason, times, "closed peer connection"),
+                            (false, _) => debug!(node = cfg.me.0, %remote, %reason, "closed peer connection"),
+                        }
                     }
                 }
             }
