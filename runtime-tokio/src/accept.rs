@@ -272,4 +272,26 @@ mod tests {
         drop(b);
         assert_eq!(sem.available_permits(), 1 << 20, "every share returned");
     }
+
+    #[test]
+    fn log_throttle_warns_on_the_first_and_every_hundredth() {
+        let t = LogThrottle::new();
+        let loud: Vec<u64> =
+            (0..250).map(|_| t.loud()).filter(|(loud, _)| *loud).map(|(_, n)| n).collect();
+        assert_eq!(loud, vec![1, 100, 200]);
+    }
+
+    #[test]
+    fn connections_fit_under_the_open_file_limit_together() {
+        // Plenty: the configured maxima stand.
+        assert_eq!(split_fds(1 << 20, 10_000, 1024), (10_000, 1024));
+        // Tight: peers take at most a quarter, the sum fits.
+        let (c, p) = split_fds(4096, 10_000, 1024);
+        assert_eq!(p, (4096 - 256 - 64) / 4);
+        assert_eq!(c + p, 4096 - 256 - 64);
+        // Peers configured low keep their number; clients get the rest.
+        assert_eq!(split_fds(4096, 10_000, 16), (4096 - 256 - 64 - 16, 16));
+        // A limit below the reserve still leaves one of each.
+        assert_eq!(split_fds(100, 10_000, 1024), (1, 1));
+    }
 }
