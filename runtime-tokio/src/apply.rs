@@ -217,12 +217,12 @@ impl<A: Application> Applier<A> {
                 while w.next <= self.applied && w.next <= w.last {
                     let front = st.recent.front().map_or(LogIndex(u64::MAX), |r| r.0);
                     if w.next < front {
-                        w.reply.fail(ProposeError::Timeout.into());
+                        w.fail(ProposeError::Timeout.into());
                         return Ok(());
                     }
                     let (_, t, resp, _) = &st.recent[(w.next.0 - front.0) as usize];
                     if *t != w.term {
-                        w.reply.fail(ProposeError::LeadershipLost.into());
+                        w.fail(ProposeError::LeadershipLost.into());
                         return Ok(());
                     }
                     if let (Reply::Commands(_), Some(r)) = (&w.reply, resp) {
@@ -359,7 +359,7 @@ impl<A: Application> Applier<A> {
             st.waiters.range(..(meta.index.next(), Term(0))).map(|(k, _)| *k).collect();
         for k in covered {
             if let Some(w) = st.waiters.remove(&k) {
-                w.reply.fail(ProposeError::LeadershipLost.into());
+                w.fail(ProposeError::LeadershipLost.into());
             }
         }
         Ok(())
@@ -400,7 +400,7 @@ fn on_applied<R: Clone>(
             if w.next > w.last {
                 finish(w);
             } else {
-                w.reply.fail(ProposeError::LeadershipLost.into());
+                w.fail(ProposeError::LeadershipLost.into());
             }
         }
     }
@@ -413,6 +413,32 @@ fn on_applied<R: Clone>(
     }
     st.recent_bytes += bytes;
     st.recent.push_back((index, term, resp, bytes));
+}
+
+impl<R> Waiter<R> {
+    /// The proposal's entries from `next` on will not be (or are not known
+    /// to be) applied as proposed. Callers whose commands all came before
+    /// `next` succeeded (their entries were applied with the proposal's
+    /// term, hence are the proposed ones) and get their responses; the
+    /// others get `e`.
+    fn fail(self, e: Error) {
+        match self.reply {
+            Reply::Commands(callers) => {
+                let mut left = self.responses.len();
+                let mut responses = self.responses.into_iter();
+                for (tx, n) in callers {
+                    if n <= left {
+                        left -= n;
+                        drop(tx.send(Ok(responses.by_ref().take(n).collect())));
+                    } else {
+                        left = 0;
+                        drop(tx.send(Err(e.duplicate())));
+                    }
+                }
+            }
+            Reply::Unit(tx) => drop(tx.send(Err(e))),
+        }
+    }
 }
 
 fn finish<R>(w: Waiter<R>) {
@@ -438,6 +464,32 @@ mod tests {
             waiters: BTreeMap::new(),
             done: Vec::new(),
         }
+    }
+
+    /// One proposal carrying two callers' commands, only the first
+    /// caller's entries applied as proposed: that caller succeeds with its
+    /// responses, the other learns the outcome is unknown.
+    #[test]
+    fn callers_whose_entries_applied_succeed_when_the_rest_of_their_batch_is_lost() {
+        let mut st = state();
+        let (tx1, mut rx1) = oneshot::channel();
+        let (tx2, mut rx2) = oneshot::channel();
+        let w = Waiter {
+            term: Term(5),
+            next: LogIndex(10),
+            last: LogIndex(13),
+            responses: Vec::new(),
+            reply: Reply::Commands(vec![(tx1, 2), (tx2, 2)]),
+        };
+        st.waiters.insert((LogIndex(10), Term(5)), w);
+        on_applied(&mut st, LogIndex(10), Term(5), Some(100), 0);
+        on_applied(&mut st, LogIndex(11), Term(5), Some(101), 0);
+        // A new leader's entry at 12: the second caller's commands are lost.
+        on_applied(&mut st, LogIndex(12), Term(6), Some(999), 0);
+        assert_eq!(rx1.try_recv().expect("answered").expect("succeeded"), vec![100, 101]);
+        let e = rx2.try_recv().expect("answered").expect_err("lost");
+        assert!(matches!(e, Error::Propose(ProposeError::LeadershipLost)), "{e:?}");
+        assert!(st.waiters.is_empty());
     }
 
     #[test]
