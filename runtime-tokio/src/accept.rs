@@ -166,11 +166,33 @@ impl BufferShare {
 }
 
 impl BufferShare {
-    /// Gives back the whole share (the buffer's bytes moved elsewhere);
-    /// the next `cover` takes what the buffer then needs.
-    pub fn release(&mut self) {
-        self.sem.add_permits(self.held);
-        self.held = 0;
+    /// Hands `n` bytes of budget to what the buffer's bytes became (a
+    /// decoded message): as much as this share holds moves over at once,
+    /// the rest is waited for. The buffer is never uncounted meanwhile:
+    /// this share still covers what it did not hand over.
+    pub async fn hand_over(&mut self, n: usize) -> Option<Permits> {
+        let moved = n.min(self.held);
+        self.held -= moved;
+        let mut p = Permits { sem: Arc::clone(&self.sem), n: moved };
+        if n > moved {
+            let more = u32::try_from(n - moved).unwrap_or(u32::MAX);
+            self.sem.acquire_many(more).await.ok()?.forget();
+            p.n += more as usize;
+        }
+        Some(p)
+    }
+}
+
+/// Bytes of a byte budget held by something received; given back when
+/// dropped.
+pub(crate) struct Permits {
+    sem: Arc<Semaphore>,
+    n: usize,
+}
+
+impl Drop for Permits {
+    fn drop(&mut self) {
+        self.sem.add_permits(self.n);
     }
 }
 
@@ -293,5 +315,21 @@ mod tests {
         assert_eq!(split_fds(4096, 10_000, 16), (4096 - 256 - 64 - 16, 16));
         // A limit below the reserve still leaves one of each.
         assert_eq!(split_fds(100, 10_000, 1024), (1, 1));
+    }
+
+    /// A frame's share moves to the message it decodes into; the rest of
+    /// the message's weight is taken from the budget; both come back.
+    #[tokio::test]
+    async fn a_share_hands_over_to_the_message() {
+        let sem = Arc::new(Semaphore::new(1000 + (1 << 20)));
+        let mut share = BufferShare::new(&sem, 1 << 20);
+        assert!(share.cover(BUFFER_FREE_BYTES + 600, Duration::from_millis(10)).await);
+        let small = share.hand_over(400).await.expect("open");
+        assert_eq!((small.n, share.held), (400, 200));
+        let big = share.hand_over(700).await.expect("open");
+        assert_eq!((big.n, share.held), (700, 0));
+        assert_eq!(sem.available_permits(), 1000 + (1 << 20) - 1100);
+        drop((small, big, share));
+        assert_eq!(sem.available_permits(), 1000 + (1 << 20));
     }
 }

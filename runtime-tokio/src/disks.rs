@@ -70,6 +70,31 @@ struct Inner {
     saved: u64,
 }
 
+impl Inner {
+    /// Membership `m` takes effect: forgets those it leaves out, and
+    /// newcomers adopt the disk of a live dialed connection. One without
+    /// voters (a node not yet added) changes nothing.
+    fn adopt(&mut self, m: &Membership) {
+        if m.voters.is_empty() {
+            return;
+        }
+        let now = members(m);
+        if now == self.members {
+            return;
+        }
+        self.known.retain(|id, _| now.contains(id));
+        let Inner { members, known, live, .. } = self;
+        for id in now.difference(members) {
+            // A newcomer: whatever was known of it before it was removed
+            // (if it ever was a member) was dropped above.
+            if let Some((disk, _)) = live.get(id) {
+                known.insert(*id, *disk);
+            }
+        }
+        self.members = now;
+    }
+}
+
 /// A connection refused because a member came with another disk.
 #[derive(Debug)]
 pub(crate) struct Refused {
@@ -185,25 +210,21 @@ impl PeerDisks {
     /// learns newcomers' disks from their open connections. A membership
     /// without voters (a node not yet added) leaves the registry as it is.
     pub fn set_members(&self, m: &Membership) {
-        if m.voters.is_empty() {
-            return;
-        }
-        let now = members(m);
+        self.set_members_in_turn(&[], m);
+    }
+
+    /// Memberships `seen` were committed, in this order, since the last
+    /// call; `in_force` is the one in force now. Each in turn, then
+    /// `in_force`, as one change of the record (one save): a member that
+    /// one of them leaves out is forgotten, so a member removed and added
+    /// back is learned afresh even if this node never had the removal in
+    /// force.
+    pub fn set_members_in_turn(&self, seen: &[Membership], in_force: &Membership) {
         let mut g = self.lock();
-        if now == g.members {
-            return;
-        }
         let before = g.known.clone();
-        g.known.retain(|id, _| now.contains(id));
-        let Inner { members, known, live, .. } = &mut *g;
-        for id in now.difference(members) {
-            // A newcomer: whatever was known of it before it was removed
-            // (if it ever was a member) was dropped above.
-            if let Some((disk, _)) = live.get(id) {
-                known.insert(*id, *disk);
-            }
+        for m in seen.iter().chain(std::iter::once(in_force)) {
+            g.adopt(m);
         }
-        g.members = now;
         let changed = g.known != before;
         if changed {
             g.version += 1;

@@ -107,6 +107,8 @@ pub(crate) struct NodeTask<A: Application> {
     pub snap_reader: Arc<std::sync::Mutex<Option<Arc<SnapshotReader>>>>,
     pub snapshots: SnapshotSource,
     pub disk_stats: Arc<DiskStats>,
+    /// The last configuration entry of the log at start (see `Loop::config_seen`).
+    pub config_seen: LogIndex,
 }
 
 // The Event receiver is unbounded; this alias keeps the field type readable.
@@ -134,6 +136,7 @@ impl<A: Application> NodeTask<A> {
             snapshots: self.snapshots,
             disk_stats: self.disk_stats,
             membership: Membership::default(),
+            config_seen: self.config_seen,
         };
         let (mut requests, mut inbound) = (self.requests, self.inbound);
         let (mut persisted, mut applied, mut shutdown) =
@@ -222,6 +225,9 @@ struct Loop<A: Application> {
     disk_stats: Arc<DiskStats>,
     /// The membership the transport was last told of.
     membership: Membership,
+    /// The newest configuration entry shown to the peer-disk registry (at
+    /// start, the log's last one): see `committed_configs`.
+    config_seen: LogIndex,
 }
 
 impl<A: Application> Loop<A> {
@@ -437,16 +443,26 @@ impl<A: Application> Loop<A> {
     /// replaced disk) is then forgotten and learned afresh even when this
     /// node receives both changes at once (catching up after a restart),
     /// which the membership in force alone would not show.
+    ///
+    /// Only entries above `config_seen` count: at a restart the core hands
+    /// out again every committed entry after the snapshot, whose old
+    /// configurations would forget the disks of later members (the record
+    /// saved before the restart already reflects them). A removal and
+    /// re-addition received together just before a crash are thus never
+    /// shown: the old disk stays refused, the safe side.
     fn committed_configs(&mut self, entries: &[xraft::Entry]) {
-        let mut any = false;
+        let mut seen = Vec::new();
         for e in entries.iter().filter(|e| e.kind == xraft::EntryKind::Config) {
+            if e.index <= self.config_seen {
+                continue;
+            }
+            self.config_seen = e.index;
             if let Ok(m) = xraft::Membership::decode(&e.data) {
-                self.peers.committed_membership(&m);
-                any = true;
+                seen.push(m);
             }
         }
-        if any {
-            self.peers.committed_membership(self.node.membership());
+        if !seen.is_empty() {
+            self.peers.committed_memberships(&seen, self.node.membership());
         }
     }
 

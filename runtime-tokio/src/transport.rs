@@ -31,14 +31,14 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::{debug, info, warn};
 use xraft::wire::{decode_frame, encode_frame};
 use xraft::{Message, NodeId};
 use xraft_storage::DiskId;
 
 use crate::accept::{
-    fd_budgets, keepalive, write_all_progress, AcceptBackoff, BufferShare, LogThrottle,
+    fd_budgets, keepalive, write_all_progress, AcceptBackoff, BufferShare, LogThrottle, Permits,
     BUFFER_FREE_BYTES,
 };
 use crate::disks::{Live, PeerDisks};
@@ -62,7 +62,7 @@ pub(crate) enum Inbound {
     Hello { from: NodeId, addr: String },
     /// A message from a peer, with its share of the inbound byte budget
     /// (returned when dropped, once the node task stepped it).
-    Message(Message, OwnedSemaphorePermit),
+    Message(Message, Permits),
 }
 
 /// Settings shared by every connection.
@@ -223,10 +223,15 @@ impl Peers {
         }
     }
 
-    /// A membership was committed (see `NodeTask::committed_configs`): the
-    /// peer-disk registry forgets those it leaves out.
-    pub fn committed_membership(&mut self, membership: &xraft::Membership) {
-        self.cfg.disks.set_members(membership);
+    /// Memberships were committed, in this order (see
+    /// `NodeTask::committed_configs`); `in_force` is the one in force: the
+    /// peer-disk registry forgets those any of them leaves out.
+    pub fn committed_memberships(
+        &mut self,
+        seen: &[xraft::Membership],
+        in_force: &xraft::Membership,
+    ) {
+        self.cfg.disks.set_members_in_turn(seen, in_force);
     }
 
     /// Connections, either way, refused because a member came with another
@@ -523,27 +528,28 @@ async fn serve_peer(
     // What the buffer holds past 64 KiB (a frame being received) draws on
     // the same budget as received messages, and must keep coming.
     let mut share = BufferShare::new(budget, cfg.inbound_bytes_max);
+    // Since when the buffer holds part of a frame.
+    let mut frame_started: Option<tokio::time::Instant> = None;
     loop {
         loop {
             match decode_frame(&buf, cfg.frame_bytes_max) {
                 Ok(Some((msg, used))) => {
                     buf.advance(used);
-                    // The frame's bytes move to the message's share below;
-                    // holding both could wait on itself.
-                    share.release();
+                    frame_started = None;
                     if msg.from != from || msg.to != cfg.me {
                         return Err(format!(
                             "message from {:?} to {:?} on the connection of {from:?}",
                             msg.from, msg.to
                         ));
                     }
-                    // Wait for room in the byte budget: meanwhile this
-                    // connection reads nothing more, so its sender slows.
+                    // The frame's share moves to the message; the rest of its
+                    // weight is waited for: meanwhile this connection reads
+                    // nothing more, so its sender slows.
                     let weight = inbound_weight(&msg, used, cfg.inbound_bytes_max);
-                    let Ok(share) = Arc::clone(budget).acquire_many_owned(weight).await else {
+                    let Some(permits) = share.hand_over(weight as usize).await else {
                         return Ok(());
                     };
-                    if inbound.send(Inbound::Message(msg, share)).await.is_err() {
+                    if inbound.send(Inbound::Message(msg, permits)).await.is_err() {
                         return Ok(());
                     }
                 }
@@ -551,8 +557,10 @@ async fn serve_peer(
                 Err(e) => return Err(format!("bad frame from {from:?}: {e}")),
             }
         }
-        if buf.is_empty() && buf.capacity() > 4 * BUFFER_FREE_BYTES {
-            buf = BytesMut::with_capacity(64 << 10); // give back a large frame's room
+        // Between frames a connection holds nothing of the budget (the
+        // room a large frame made is given back), however long it is quiet.
+        if buf.is_empty() && buf.capacity() > BUFFER_FREE_BYTES {
+            buf = BytesMut::with_capacity(BUFFER_FREE_BYTES);
         }
         if buf.capacity() - buf.len() < 16 << 10 {
             buf.reserve(64 << 10);
@@ -560,14 +568,19 @@ async fn serve_peer(
         if !share.cover(buf.capacity(), cfg.write_timeout).await {
             return Err("no room in the inbound byte budget for a frame being received".into());
         }
-        // A frame started must keep arriving; between frames a connection
-        // may be quiet for as long as it likes (keepalive finds dead hosts).
+        // A frame started must keep arriving (each read within the stall
+        // timeout) and be complete within four of them; between frames a
+        // connection may be quiet as long as it likes (keepalive finds dead
+        // hosts).
         let read = if buf.is_empty() {
             s.read_buf(&mut buf).await
         } else {
-            match tokio::time::timeout(cfg.write_timeout, s.read_buf(&mut buf)).await {
+            let now = tokio::time::Instant::now();
+            let started = *frame_started.get_or_insert(now);
+            let deadline = (now + cfg.write_timeout).min(started + 4 * cfg.write_timeout);
+            match tokio::time::timeout_at(deadline, s.read_buf(&mut buf)).await {
                 Ok(r) => r,
-                Err(_) => return Err("a frame stopped arriving half-way".into()),
+                Err(_) => return Err("a frame stopped arriving, or arrived too slowly".into()),
             }
         };
         match read {

@@ -488,3 +488,37 @@ async fn a_member_replaced_while_a_peer_was_down_is_accepted_by_that_peer() {
     );
     c.shutdown().await;
 }
+
+/// A restarted node hands out again every committed entry after its
+/// snapshot, old configurations among them; those must not make it forget
+/// the saved disk of a member added later, or it would accept that member
+/// back wiped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_does_not_forget_the_disk_of_a_member_added_later() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.leader().await;
+    let mut s4 = Slot::new(4, c.root.path());
+    let mut n4 = s4.start(s4.config(&[])).await;
+    c.node(leader).join(4, s4.peer.clone()).await.unwrap();
+    for id in 1..=3 {
+        wait_for("every node to know the other three disks", || async {
+            (c.node(id).handle().report().await.ok()?.peer_disks_known == 3).then_some(())
+        })
+        .await;
+    }
+    let other = if leader == 1 { 2 } else { 1 };
+    c.stop(other).await;
+    n4.shutdown().await;
+    std::fs::remove_dir_all(&s4.dir).unwrap();
+    let _wiped = s4.start(s4.config(&[])).await;
+    c.restart(other).await;
+    wait_for("the restarted node to refuse the wiped member", || async {
+        (c.node(other).handle().report().await.ok()?.peer_disks_refused > 0).then_some(())
+    })
+    .await;
+    // It keeps refusing: the replayed configurations did not clear it.
+    c.node(leader).set("more", "writes").await.unwrap();
+    assert_eq!(c.node(other).get_linear("more").await.unwrap(), Some(Bytes::from("writes")));
+    assert_eq!(c.node(other).handle().report().await.unwrap().peer_disks_known, 3);
+    c.shutdown().await;
+}

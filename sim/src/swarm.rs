@@ -597,8 +597,13 @@ impl SeedRun {
                 configs.push(m);
             }
         }
-        configs
-            .extend(self.cluster.configs_in_flight().into_iter().filter(|m| !m.voters.is_empty()));
+        // Once each: many held or repeated appends carry the same one, and
+        // copies would crowd the expansion below out of its cap.
+        for m in self.cluster.configs_in_flight() {
+            if !m.voters.is_empty() && !configs.contains(&m) {
+                configs.push(m);
+            }
+        }
         // A change no log holds yet may still commit after healing (a
         // follower forwards a queued request once it learns the leader):
         // every configuration it, or a sequence of such changes, may yield
