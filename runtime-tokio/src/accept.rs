@@ -168,16 +168,28 @@ impl BufferShare {
 impl BufferShare {
     /// Hands `n` bytes of budget to what the buffer's bytes became (a
     /// decoded message): as much as this share holds moves over at once,
-    /// the rest is waited for. The buffer is never uncounted meanwhile:
-    /// this share still covers what it did not hand over.
+    /// and the rest is taken if free. If it is not, the moved part is given
+    /// back and all `n` waited for, so that nothing is held while waiting
+    /// (two connections each holding part and waiting for more could wait
+    /// on each other for ever).
     pub async fn hand_over(&mut self, n: usize) -> Option<Permits> {
         let moved = n.min(self.held);
         self.held -= moved;
         let mut p = Permits { sem: Arc::clone(&self.sem), n: moved };
         if n > moved {
             let more = u32::try_from(n - moved).unwrap_or(u32::MAX);
-            self.sem.acquire_many(more).await.ok()?.forget();
-            p.n += more as usize;
+            match self.sem.try_acquire_many(more) {
+                Ok(extra) => {
+                    extra.forget();
+                    p.n += more as usize;
+                }
+                Err(_) => {
+                    drop(p);
+                    let all = u32::try_from(n).unwrap_or(u32::MAX);
+                    self.sem.acquire_many(all).await.ok()?.forget();
+                    p = Permits { sem: Arc::clone(&self.sem), n: all as usize };
+                }
+            }
         }
         Some(p)
     }

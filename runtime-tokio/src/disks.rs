@@ -16,8 +16,9 @@
 //! that locks the real member out. A node that leaves the membership is
 //! forgotten, so one removed and added back (the way to replace a lost
 //! disk) is learned afresh, also when the removal and the re-addition
-//! reach this node together: the node task calls `set_members` with every
-//! committed membership in turn, not only the one in force. A node that
+//! reach this node together: the node task shows every configuration
+//! written to the log, in log order, then the one in force
+//! (`set_members_in_turn`), not only the one in force. A node that
 //! becomes a member adopts the disk
 //! of its live outbound connection if it has one, else the disk of its
 //! next outbound handshake; a handshake from a non-member is never
@@ -213,7 +214,7 @@ impl PeerDisks {
         self.set_members_in_turn(&[], m);
     }
 
-    /// Memberships `seen` were committed, in this order, since the last
+    /// Memberships `seen` were written to the log, in this order, since the last
     /// call; `in_force` is the one in force now. Each in turn, then
     /// `in_force`, as one change of the record (one save): a member that
     /// one of them leaves out is forgotten, so a member removed and added

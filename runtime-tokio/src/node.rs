@@ -107,8 +107,6 @@ pub(crate) struct NodeTask<A: Application> {
     pub snap_reader: Arc<std::sync::Mutex<Option<Arc<SnapshotReader>>>>,
     pub snapshots: SnapshotSource,
     pub disk_stats: Arc<DiskStats>,
-    /// The last configuration entry of the log at start (see `Loop::config_seen`).
-    pub config_seen: LogIndex,
 }
 
 // The Event receiver is unbounded; this alias keeps the field type readable.
@@ -136,7 +134,7 @@ impl<A: Application> NodeTask<A> {
             snapshots: self.snapshots,
             disk_stats: self.disk_stats,
             membership: Membership::default(),
-            config_seen: self.config_seen,
+            configs_written: Vec::new(),
         };
         let (mut requests, mut inbound) = (self.requests, self.inbound);
         let (mut persisted, mut applied, mut shutdown) =
@@ -225,9 +223,8 @@ struct Loop<A: Application> {
     disk_stats: Arc<DiskStats>,
     /// The membership the transport was last told of.
     membership: Membership,
-    /// The newest configuration entry shown to the peer-disk registry (at
-    /// start, the log's last one): see `committed_configs`.
-    config_seen: LogIndex,
+    /// Configurations written this wake-up, in log order (`note_configs`).
+    configs_written: Vec<Membership>,
 }
 
 impl<A: Application> Loop<A> {
@@ -339,6 +336,18 @@ impl<A: Application> Loop<A> {
         for f in self.locals.drain(..) {
             self.apply.send(ApplyJob::Run(f)).await.map_err(|_| ())?;
         }
+        // The peer-disk registry sees every configuration written, in log
+        // order, then the one in force: a member removed and added back is
+        // forgotten even when both changes came in one write (a node
+        // catching up), which the membership in force alone would not
+        // show. Persist order, not commit order: applying lags, and an
+        // older configuration shown after a newer one had been in force
+        // would forget a member's disk while it may be wiped. A restart
+        // writes nothing again, so nothing old is replayed.
+        if !self.configs_written.is_empty() {
+            let seen = std::mem::take(&mut self.configs_written);
+            self.peers.memberships_in_turn(&seen, self.node.membership());
+        }
         if self.node.membership() != &self.membership {
             self.membership = self.node.membership().clone();
             self.peers.update_addrs(&self.membership);
@@ -354,11 +363,11 @@ impl<A: Application> Loop<A> {
             }
             // Gathered and sent as one job after this wake-up's outputs: the
             // disk thread makes them durable in this order, in one fsync.
-            Output::Persist(w) => self.writes.push(w),
-            Output::Apply { entries } => {
-                self.committed_configs(&entries);
-                self.send_apply(ApplyJob::Apply(entries)).await?
+            Output::Persist(w) => {
+                self.note_configs(&w);
+                self.writes.push(w);
             }
+            Output::Apply { entries } => self.send_apply(ApplyJob::Apply(entries)).await?,
             Output::Proposed { request, term, first, last } => {
                 let reply = match self.pending.remove(&request) {
                     Some(Pending::Propose(tx)) => Reply::Commands(tx),
@@ -438,31 +447,17 @@ impl<A: Application> Loop<A> {
         }
     }
 
-    /// Shows the peer-disk registry every committed membership, one by one,
-    /// then the one in force again. A member removed and added back (a
-    /// replaced disk) is then forgotten and learned afresh even when this
-    /// node receives both changes at once (catching up after a restart),
-    /// which the membership in force alone would not show.
-    ///
-    /// Only entries above `config_seen` count: at a restart the core hands
-    /// out again every committed entry after the snapshot, whose old
-    /// configurations would forget the disks of later members (the record
-    /// saved before the restart already reflects them). A removal and
-    /// re-addition received together just before a crash are thus never
-    /// shown: the old disk stays refused, the safe side.
-    fn committed_configs(&mut self, entries: &[xraft::Entry]) {
-        let mut seen = Vec::new();
-        for e in entries.iter().filter(|e| e.kind == xraft::EntryKind::Config) {
-            if e.index <= self.config_seen {
-                continue;
-            }
-            self.config_seen = e.index;
-            if let Ok(m) = xraft::Membership::decode(&e.data) {
-                seen.push(m);
-            }
+    /// Notes the configurations a log write carries (config entries, an
+    /// installed snapshot's membership), in log order, for the peer-disk
+    /// registry (see `flush`).
+    fn note_configs(&mut self, w: &PersistWrite) {
+        if let Some(xraft::SnapshotWrite::Chunk { meta, done: true, .. }) = &w.snapshot {
+            self.configs_written.push(meta.membership.clone());
         }
-        if !seen.is_empty() {
-            self.peers.committed_memberships(&seen, self.node.membership());
+        for e in w.entries.iter().filter(|e| e.kind == xraft::EntryKind::Config) {
+            if let Ok(m) = Membership::decode(&e.data) {
+                self.configs_written.push(m);
+            }
         }
     }
 

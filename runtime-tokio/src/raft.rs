@@ -20,8 +20,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 use xraft::{
-    Commands, EntryKind, LogIndex, Membership, MembershipChange, Node, NodeId, PersistId,
-    ProposeError, RestartState,
+    Commands, LogIndex, Membership, MembershipChange, Node, NodeId, PersistId, ProposeError,
+    RestartState,
 };
 use xraft_storage::{DiskId, Storage};
 
@@ -95,14 +95,6 @@ impl<A: Application> RaftNode<A> {
                 .map_err(|e| Error::Restore(e.to_string()))??
         };
         let snapshot_index = restart.snapshot.as_ref().map_or(LogIndex::ZERO, |s| s.index);
-        // Configurations up to here were in force before: the record saved
-        // with them reflects them (see `NodeTask::committed_configs`).
-        let config_seen = restart
-            .entries
-            .iter()
-            .rev()
-            .find(|e| e.kind == EntryKind::Config)
-            .map_or(snapshot_index, |e| e.index);
         let node = Node::new(config.core_config(), restart)?;
         info!(node = id.0, peer = %peer_addr, "node starting");
 
@@ -196,7 +188,6 @@ impl<A: Application> RaftNode<A> {
             snap_reader: Default::default(),
             snapshots,
             disk_stats,
-            config_seen,
         };
         let (stop, failed) = (Arc::clone(&shutdown), Arc::clone(&failure));
         let node_task = tokio::spawn(async move {

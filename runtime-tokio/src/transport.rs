@@ -223,10 +223,10 @@ impl Peers {
         }
     }
 
-    /// Memberships were committed, in this order (see
-    /// `NodeTask::committed_configs`); `in_force` is the one in force: the
-    /// peer-disk registry forgets those any of them leaves out.
-    pub fn committed_memberships(
+    /// Memberships were written to the log, in this order; `in_force` is
+    /// the one in force: the peer-disk registry forgets those any of them
+    /// leaves out.
+    pub fn memberships_in_turn(
         &mut self,
         seen: &[xraft::Membership],
         in_force: &xraft::Membership,
@@ -530,6 +530,8 @@ async fn serve_peer(
     let mut share = BufferShare::new(budget, cfg.inbound_bytes_max);
     // Since when the buffer holds part of a frame.
     let mut frame_started: Option<tokio::time::Instant> = None;
+    // Whether the buffer's allocation grew past its first 64 KiB.
+    let mut grown = false;
     loop {
         loop {
             match decode_frame(&buf, cfg.frame_bytes_max) {
@@ -557,14 +559,18 @@ async fn serve_peer(
                 Err(e) => return Err(format!("bad frame from {from:?}: {e}")),
             }
         }
-        // Between frames a connection holds nothing of the budget (the
-        // room a large frame made is given back), however long it is quiet.
-        if buf.is_empty() && buf.capacity() > BUFFER_FREE_BYTES {
+        // Between frames a connection holds nothing of the budget, and
+        // the room a large frame made is given back, however long it is
+        // quiet. (`capacity()` leaves out what was read from the front of
+        // the allocation, so whether it grew is remembered.)
+        if buf.is_empty() && grown {
             buf = BytesMut::with_capacity(BUFFER_FREE_BYTES);
+            grown = false;
         }
         if buf.capacity() - buf.len() < 16 << 10 {
             buf.reserve(64 << 10);
         }
+        grown |= buf.capacity() > BUFFER_FREE_BYTES;
         if !share.cover(buf.capacity(), cfg.write_timeout).await {
             return Err("no room in the inbound byte budget for a frame being received".into());
         }
