@@ -30,9 +30,11 @@
 //! thread: every change bumps a version and wakes it (`unsaved`, `saved`),
 //! and a restarted node starts from the saved record, so it still refuses
 //! a member wiped while it was down. A crash between a change and its
-//! save loses that change only: the member is learned again from its next
-//! handshake, as on first sight. What stays open: the first sight of a
-//! member is trusted (closing that needs the disk ids in the replicated
+//! save loses that change only: a disk learned is learned again from the
+//! next dialed handshake, as on first sight; a disk forgotten stays
+//! recorded (the member's replacement is refused until `PEERS` is
+//! deleted: the safe side). What stays open: the first sight of a member
+//! is trusted (closing that needs the disk ids in the replicated
 //! membership).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -84,6 +86,9 @@ impl Inner {
             return;
         }
         self.known.retain(|id, _| now.contains(id));
+        // A connection opened before a member left must not give it its
+        // old disk back when it returns (`Live::drop` tolerates the gap).
+        self.live.retain(|id, _| now.contains(id));
         let Inner { members, known, live, .. } = self;
         for id in now.difference(members) {
             // A newcomer: whatever was known of it before it was removed
@@ -407,5 +412,19 @@ mod tests {
         let d = PeerDisks::new(&Membership::default(), &recorded, Box::new(|| {}));
         assert!(d.unsaved().is_none());
         assert_eq!(d.known(), 2);
+    }
+
+    /// A member removed and added back in one write, its old process still
+    /// connected: the old connection does not give it its old disk back.
+    #[test]
+    fn a_member_re_added_does_not_get_its_old_disk_from_an_old_connection() {
+        let d = registry(&voters(&[1, 2, 3, 4]));
+        let old = d.open(NodeId(4), A, true).expect("recorded");
+        d.set_members_in_turn(&[voters(&[1, 2, 3])], &voters(&[1, 2, 3, 4]));
+        assert_eq!(d.known(), 0, "forgotten, not adopted from the old connection");
+        drop(d.open(NodeId(4), B, true).expect("the replacement is learned"));
+        assert!(d.open(NodeId(4), A, false).is_err(), "the old disk is refused now");
+        drop(old);
+        assert!(d.open(NodeId(4), B, false).is_ok());
     }
 }

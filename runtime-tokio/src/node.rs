@@ -223,8 +223,9 @@ struct Loop<A: Application> {
     disk_stats: Arc<DiskStats>,
     /// The membership the transport was last told of.
     membership: Membership,
-    /// Configurations written this wake-up, in log order (`note_configs`).
-    configs_written: Vec<Membership>,
+    /// Configurations written this wake-up, in log order, with their
+    /// indexes (`note_configs`).
+    configs_written: Vec<(LogIndex, Membership)>,
 }
 
 impl<A: Application> Loop<A> {
@@ -329,13 +330,6 @@ impl<A: Application> Loop<A> {
             self.output(o).await?;
         }
         self.out = out;
-        if !self.writes.is_empty() {
-            let writes = std::mem::take(&mut self.writes);
-            self.disk.send(DiskJob::Persist(writes)).await.map_err(|_| ())?;
-        }
-        for f in self.locals.drain(..) {
-            self.apply.send(ApplyJob::Run(f)).await.map_err(|_| ())?;
-        }
         // The peer-disk registry sees every configuration written, in log
         // order, then the one in force: a member removed and added back is
         // forgotten even when both changes came in one write (a node
@@ -343,10 +337,21 @@ impl<A: Application> Loop<A> {
         // show. Persist order, not commit order: applying lags, and an
         // older configuration shown after a newer one had been in force
         // would forget a member's disk while it may be wiped. A restart
-        // writes nothing again, so nothing old is replayed.
+        // writes nothing again, so nothing old is replayed. Before the
+        // write goes to the disk thread, so that the record's save follows
+        // it in the same group (a crash between the two loses the change:
+        // the old disk stays refused, the safe side).
         if !self.configs_written.is_empty() {
-            let seen = std::mem::take(&mut self.configs_written);
+            let seen: Vec<Membership> =
+                std::mem::take(&mut self.configs_written).into_iter().map(|(_, m)| m).collect();
             self.peers.memberships_in_turn(&seen, self.node.membership());
+        }
+        if !self.writes.is_empty() {
+            let writes = std::mem::take(&mut self.writes);
+            self.disk.send(DiskJob::Persist(writes)).await.map_err(|_| ())?;
+        }
+        for f in self.locals.drain(..) {
+            self.apply.send(ApplyJob::Run(f)).await.map_err(|_| ())?;
         }
         if self.node.membership() != &self.membership {
             self.membership = self.node.membership().clone();
@@ -447,16 +452,17 @@ impl<A: Application> Loop<A> {
         }
     }
 
-    /// Notes the configurations a log write carries (config entries, an
-    /// installed snapshot's membership), in log order, for the peer-disk
-    /// registry (see `flush`).
+    /// Notes the configuration entries a log write carries, in log order,
+    /// for the peer-disk registry (see `flush`); a write that replaces
+    /// entries drops those noted from its first index on (never in force
+    /// now). An installed snapshot's membership is not noted: the log's
+    /// entries after it may be kept, newer than it.
     fn note_configs(&mut self, w: &PersistWrite) {
-        if let Some(xraft::SnapshotWrite::Chunk { meta, done: true, .. }) = &w.snapshot {
-            self.configs_written.push(meta.membership.clone());
-        }
+        let Some(first) = w.entries.first().map(|e| e.index) else { return };
+        self.configs_written.retain(|(i, _)| *i < first);
         for e in w.entries.iter().filter(|e| e.kind == xraft::EntryKind::Config) {
             if let Ok(m) = Membership::decode(&e.data) {
-                self.configs_written.push(m);
+                self.configs_written.push((e.index, m));
             }
         }
     }
