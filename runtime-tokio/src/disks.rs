@@ -216,7 +216,9 @@ impl PeerDisks {
     /// learns newcomers' disks from their open connections. A membership
     /// without voters (a node not yet added) leaves the registry as it is.
     pub fn set_members(&self, m: &Membership) {
-        self.set_members_in_turn(&[], m);
+        if self.set_members_in_turn(&[], m) {
+            (self.wake)();
+        }
     }
 
     /// Memberships `seen` were written to the log, in this order, since the last
@@ -224,8 +226,11 @@ impl PeerDisks {
     /// `in_force`, as one change of the record (one save): a member that
     /// one of them leaves out is forgotten, so a member removed and added
     /// back is learned afresh even if this node never had the removal in
-    /// force.
-    pub fn set_members_in_turn(&self, seen: &[Membership], in_force: &Membership) {
+    /// force. Returns whether the record changed; the caller has it saved
+    /// (the disk thread saves after every group, so a log write sent next
+    /// carries the save with it; `set_members` wakes it instead).
+    #[must_use]
+    pub fn set_members_in_turn(&self, seen: &[Membership], in_force: &Membership) -> bool {
         let mut g = self.lock();
         let before = g.known.clone();
         for m in seen.iter().chain(std::iter::once(in_force)) {
@@ -235,10 +240,7 @@ impl PeerDisks {
         if changed {
             g.version += 1;
         }
-        drop(g);
-        if changed {
-            (self.wake)();
-        }
+        changed
     }
 
     /// Members whose disk is known.
@@ -420,7 +422,7 @@ mod tests {
     fn a_member_re_added_does_not_get_its_old_disk_from_an_old_connection() {
         let d = registry(&voters(&[1, 2, 3, 4]));
         let old = d.open(NodeId(4), A, true).expect("recorded");
-        d.set_members_in_turn(&[voters(&[1, 2, 3])], &voters(&[1, 2, 3, 4]));
+        assert!(d.set_members_in_turn(&[voters(&[1, 2, 3])], &voters(&[1, 2, 3, 4])));
         assert_eq!(d.known(), 0, "forgotten, not adopted from the old connection");
         drop(d.open(NodeId(4), B, true).expect("the replacement is learned"));
         assert!(d.open(NodeId(4), A, false).is_err(), "the old disk is refused now");

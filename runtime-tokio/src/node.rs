@@ -338,9 +338,10 @@ impl<A: Application> Loop<A> {
         // older configuration shown after a newer one had been in force
         // would forget a member's disk while it may be wiped. A restart
         // writes nothing again, so nothing old is replayed. Before the
-        // write goes to the disk thread, so that the record's save follows
-        // it in the same group (a crash between the two loses the change:
-        // the old disk stays refused, the safe side).
+        // write goes to the disk thread, which saves the record after the
+        // group that carries the write, never before it (a crash between
+        // the two loses the change: the old disk stays refused, the safe
+        // side).
         if !self.configs_written.is_empty() {
             let seen: Vec<Membership> =
                 std::mem::take(&mut self.configs_written).into_iter().map(|(_, m)| m).collect();

@@ -223,15 +223,17 @@ impl Peers {
         }
     }
 
-    /// Memberships were written to the log, in this order; `in_force` is
-    /// the one in force: the peer-disk registry forgets those any of them
-    /// leaves out.
+    /// Memberships are being written to the log, in this order; `in_force`
+    /// is the one in force: the peer-disk registry forgets those any of
+    /// them leaves out. The record is saved by the disk thread after the
+    /// group that carries the write (which the caller sends next), not
+    /// before it.
     pub fn memberships_in_turn(
         &mut self,
         seen: &[xraft::Membership],
         in_force: &xraft::Membership,
     ) {
-        self.cfg.disks.set_members_in_turn(seen, in_force);
+        let _changed = self.cfg.disks.set_members_in_turn(seen, in_force);
     }
 
     /// Connections, either way, refused because a member came with another
