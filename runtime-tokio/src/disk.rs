@@ -28,8 +28,10 @@ use crate::node::Event;
 
 /// Work for the disk thread.
 pub(crate) enum DiskJob {
-    /// Writes to make durable, in order.
-    Persist(Vec<PersistWrite>),
+    /// Writes to make durable, in order, and the peer-disk record's version
+    /// they carry (released once they are durable; see
+    /// `PeerDisks::set_members_in_turn`).
+    Persist(Vec<PersistWrite>, Option<u64>),
     /// A writer for a local snapshot.
     Writer { meta: SnapshotMeta, reply: oneshot::Sender<xraft_storage::Result<SnapshotWriter>> },
     /// Only a wake-up: the peers' disk record changed (saved after every
@@ -135,9 +137,13 @@ pub(crate) fn spawn(
                     Err(_) => break,
                 }
             }
-            let done = disk.carry_out(&mut group).and_then(|through| {
+            let done = disk.carry_out(&mut group).and_then(|(through, release)| {
                 if let Some(through) = through {
                     persisted.send_replace(through);
+                }
+                // The writes that changed the peer-disk record are durable.
+                if let Some(v) = release {
+                    peer_disks.release(v);
                 }
                 // Idle: grow the tail's preallocated zeros now rather than
                 // in a later group commit, on the acknowledgement path.
@@ -146,8 +152,14 @@ pub(crate) fn spawn(
                 }
                 Ok(())
             });
-            // The peers' disks, when the record changed: advisory, so a
-            // failure is logged (once per version) and retried later.
+            if let Err(e) = done {
+                error!(node = id, error = %e, "storage failed; stopping the node");
+                let _ = events.send(Event::Fatal(format!("storage: {e}")));
+                return;
+            }
+            // The peers' disks, when the record changed (and nothing of it
+            // waits for a log write): advisory, so a failure is logged
+            // (once per version) and retried after a later group.
             if let Some((v, list)) = peer_disks.unsaved() {
                 match disk.storage.save_peer_disks(&list) {
                     Ok(()) => peer_disks.saved(v),
@@ -156,14 +168,6 @@ pub(crate) fn spawn(
                         save_failed = Some(v);
                     }
                     Err(_) => {}
-                }
-            }
-            match done {
-                Ok(()) => {}
-                Err(e) => {
-                    error!(node = id, error = %e, "storage failed; stopping the node");
-                    let _ = events.send(Event::Fatal(format!("storage: {e}")));
-                    return;
                 }
             }
         }
@@ -177,6 +181,10 @@ pub(crate) fn spawn(
     })
 }
 
+/// What a group made durable: its last write, and the peer-disk record
+/// version its writes carried.
+type Durable = (Option<PersistId>, Option<u64>);
+
 struct Disk {
     storage: Storage,
     /// A snapshot being received from the leader.
@@ -185,12 +193,14 @@ struct Disk {
 }
 
 impl Disk {
-    /// Carries out a group of jobs; returns the last write made durable.
-    fn carry_out(&mut self, group: &mut Vec<DiskJob>) -> xraft_storage::Result<Option<PersistId>> {
-        let mut last = None;
+    /// Carries out a group of jobs; returns the last write made durable and
+    /// the newest peer-disk record version those writes carried.
+    fn carry_out(&mut self, group: &mut Vec<DiskJob>) -> xraft_storage::Result<Durable> {
+        let (mut last, mut release) = (None, None);
         for job in group.drain(..) {
             match job {
-                DiskJob::Persist(writes) => {
+                DiskJob::Persist(writes, carried) => {
+                    release = release.max(carried);
                     for w in writes {
                         self.stats.writes.fetch_add(1, Relaxed);
                         self.stats.entries.fetch_add(w.entries.len() as u64, Relaxed);
@@ -209,7 +219,7 @@ impl Disk {
             self.storage.sync()?;
             self.stats.record_sync(started.elapsed());
         }
-        Ok(last)
+        Ok((last, release))
     }
 
     fn write(

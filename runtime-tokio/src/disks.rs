@@ -71,6 +71,10 @@ struct Inner {
     version: u64,
     /// The newest version saved.
     saved: u64,
+    /// A version that forgot disks because of configurations being written
+    /// to the log: nothing is saved until the group carrying that write is
+    /// durable (`release`), so `PEERS` never gets ahead of the log.
+    held: Option<u64>,
 }
 
 impl Inner {
@@ -87,8 +91,10 @@ impl Inner {
         }
         self.known.retain(|id, _| now.contains(id));
         // A connection opened before a member left must not give it its
-        // old disk back when it returns (`Live::drop` tolerates the gap).
-        self.live.retain(|id, _| now.contains(id));
+        // old disk back when it returns (`Live::drop` tolerates the gap);
+        // a joiner's connection (never a member yet) is kept.
+        let was = &self.members;
+        self.live.retain(|id, _| now.contains(id) || !was.contains(id));
         let Inner { members, known, live, .. } = self;
         for id in now.difference(members) {
             // A newcomer: whatever was known of it before it was removed
@@ -146,14 +152,26 @@ impl PeerDisks {
             .collect();
         // A record that lost non-members is saved again at the first chance.
         let version = u64::from(known.len() != recorded.len());
-        let inner = Inner { members, known, live: BTreeMap::new(), version, saved: 0 };
+        let inner = Inner { members, known, live: BTreeMap::new(), version, saved: 0, held: None };
         Arc::new(PeerDisks { inner: Mutex::new(inner), refused: AtomicU64::new(0), wake })
     }
 
     /// The record and its version, if that version is not saved yet.
     pub fn unsaved(&self) -> Option<(u64, Vec<(NodeId, DiskId)>)> {
         let g = self.lock();
-        (g.version != g.saved).then(|| (g.version, g.known.iter().map(|(i, d)| (*i, *d)).collect()))
+        if g.held.is_some() || g.version == g.saved {
+            return None;
+        }
+        Some((g.version, g.known.iter().map(|(i, d)| (*i, *d)).collect()))
+    }
+
+    /// The log write carrying the configurations behind version `v` (from
+    /// `set_members_in_turn`) is durable: the record may be saved again.
+    pub fn release(&self, v: u64) {
+        let mut g = self.lock();
+        if g.held.is_some_and(|h| h <= v) {
+            g.held = None;
+        }
     }
 
     /// Version `v` of the record (from `unsaved`) is durable.
@@ -216,7 +234,7 @@ impl PeerDisks {
     /// learns newcomers' disks from their open connections. A membership
     /// without voters (a node not yet added) leaves the registry as it is.
     pub fn set_members(&self, m: &Membership) {
-        if self.set_members_in_turn(&[], m) {
+        if self.set_members_in_turn(&[], m).is_some() {
             (self.wake)();
         }
     }
@@ -226,21 +244,26 @@ impl PeerDisks {
     /// `in_force`, as one change of the record (one save): a member that
     /// one of them leaves out is forgotten, so a member removed and added
     /// back is learned afresh even if this node never had the removal in
-    /// force. Returns whether the record changed; the caller has it saved
-    /// (the disk thread saves after every group, so a log write sent next
-    /// carries the save with it; `set_members` wakes it instead).
+    /// force. If the record changed, returns its version, which is held
+    /// (not saved) until `release`d: the caller sends the log write that
+    /// carries `seen` with it, and the disk thread releases it once that
+    /// write is durable. With `seen` empty nothing is held.
     #[must_use]
-    pub fn set_members_in_turn(&self, seen: &[Membership], in_force: &Membership) -> bool {
+    pub fn set_members_in_turn(&self, seen: &[Membership], in_force: &Membership) -> Option<u64> {
         let mut g = self.lock();
         let before = g.known.clone();
         for m in seen.iter().chain(std::iter::once(in_force)) {
             g.adopt(m);
         }
-        let changed = g.known != before;
-        if changed {
-            g.version += 1;
+        if g.known == before {
+            return None;
         }
-        changed
+        g.version += 1;
+        let v = g.version;
+        if !seen.is_empty() {
+            g.held = Some(v);
+        }
+        Some(v)
     }
 
     /// Members whose disk is known.
@@ -422,11 +445,35 @@ mod tests {
     fn a_member_re_added_does_not_get_its_old_disk_from_an_old_connection() {
         let d = registry(&voters(&[1, 2, 3, 4]));
         let old = d.open(NodeId(4), A, true).expect("recorded");
-        assert!(d.set_members_in_turn(&[voters(&[1, 2, 3])], &voters(&[1, 2, 3, 4])));
+        let v = d.set_members_in_turn(&[voters(&[1, 2, 3])], &voters(&[1, 2, 3, 4]));
+        let v = v.expect("changed");
+        assert!(d.unsaved().is_none(), "held until the write is durable");
+        d.release(v);
+        assert!(d.unsaved().is_some());
         assert_eq!(d.known(), 0, "forgotten, not adopted from the old connection");
         drop(d.open(NodeId(4), B, true).expect("the replacement is learned"));
         assert!(d.open(NodeId(4), A, false).is_err(), "the old disk is refused now");
         drop(old);
         assert!(d.open(NodeId(4), B, false).is_ok());
+    }
+
+    /// A change from configurations being written is not saved before the
+    /// write is durable, nor is anything after it; releasing an older
+    /// write's version does not release a newer one.
+    #[test]
+    fn a_forget_is_saved_only_after_its_write_is_durable() {
+        let d = registry(&voters(&[1, 2, 3, 4]));
+        drop(d.open(NodeId(3), A, true).unwrap());
+        drop(d.open(NodeId(4), A, true).unwrap());
+        let (v0, _) = d.unsaved().expect("learned");
+        d.saved(v0);
+        let v1 = d.set_members_in_turn(&[voters(&[1, 2, 3])], &voters(&[1, 2, 3])).unwrap();
+        assert!(d.unsaved().is_none(), "held");
+        let v2 = d.set_members_in_turn(&[voters(&[1, 2])], &voters(&[1, 2])).unwrap();
+        d.release(v1);
+        assert!(d.unsaved().is_none(), "the newer write is not durable yet");
+        d.release(v2);
+        let (v, list) = d.unsaved().expect("released");
+        assert_eq!((v, list), (v2, vec![]));
     }
 }

@@ -337,19 +337,20 @@ impl<A: Application> Loop<A> {
         // show. Persist order, not commit order: applying lags, and an
         // older configuration shown after a newer one had been in force
         // would forget a member's disk while it may be wiped. A restart
-        // writes nothing again, so nothing old is replayed. Before the
-        // write goes to the disk thread, which saves the record after the
-        // group that carries the write, never before it (a crash between
-        // the two loses the change: the old disk stays refused, the safe
-        // side).
+        // writes nothing again, so nothing old is replayed. The changed
+        // record is held, not saved, until the disk thread has made the
+        // write durable (it releases the version sent with the write): a
+        // crash between the two loses the change, and the old disk stays
+        // refused, the safe side.
+        let mut release = None;
         if !self.configs_written.is_empty() {
             let seen: Vec<Membership> =
                 std::mem::take(&mut self.configs_written).into_iter().map(|(_, m)| m).collect();
-            self.peers.memberships_in_turn(&seen, self.node.membership());
+            release = self.peers.memberships_in_turn(&seen, self.node.membership());
         }
         if !self.writes.is_empty() {
             let writes = std::mem::take(&mut self.writes);
-            self.disk.send(DiskJob::Persist(writes)).await.map_err(|_| ())?;
+            self.disk.send(DiskJob::Persist(writes, release)).await.map_err(|_| ())?;
         }
         for f in self.locals.drain(..) {
             self.apply.send(ApplyJob::Run(f)).await.map_err(|_| ())?;

@@ -225,15 +225,14 @@ impl Peers {
 
     /// Memberships are being written to the log, in this order; `in_force`
     /// is the one in force: the peer-disk registry forgets those any of
-    /// them leaves out. The record is saved by the disk thread after the
-    /// group that carries the write (which the caller sends next), not
-    /// before it.
+    /// them leaves out. Returns the record's version to release once the
+    /// write is durable (see `PeerDisks::set_members_in_turn`).
     pub fn memberships_in_turn(
         &mut self,
         seen: &[xraft::Membership],
         in_force: &xraft::Membership,
-    ) {
-        let _changed = self.cfg.disks.set_members_in_turn(seen, in_force);
+    ) -> Option<u64> {
+        self.cfg.disks.set_members_in_turn(seen, in_force)
     }
 
     /// Connections, either way, refused because a member came with another
