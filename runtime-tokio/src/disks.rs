@@ -234,7 +234,7 @@ impl PeerDisks {
     /// learns newcomers' disks from their open connections. A membership
     /// without voters (a node not yet added) leaves the registry as it is.
     pub fn set_members(&self, m: &Membership) {
-        if self.set_members_in_turn(&[], m).is_some() {
+        if self.set_members_in_turn(&[], m, false).is_some() {
             (self.wake)();
         }
     }
@@ -244,12 +244,17 @@ impl PeerDisks {
     /// `in_force`, as one change of the record (one save): a member that
     /// one of them leaves out is forgotten, so a member removed and added
     /// back is learned afresh even if this node never had the removal in
-    /// force. If the record changed, returns its version, which is held
-    /// (not saved) until `release`d: the caller sends the log write that
-    /// carries `seen` with it, and the disk thread releases it once that
-    /// write is durable. With `seen` empty nothing is held.
+    /// force. If the record changed, returns its version; with `hold`, that
+    /// version is held (not saved) until `release`d: the caller sends the
+    /// log write behind the change with it, and the disk thread releases it
+    /// once that write is durable.
     #[must_use]
-    pub fn set_members_in_turn(&self, seen: &[Membership], in_force: &Membership) -> Option<u64> {
+    pub fn set_members_in_turn(
+        &self,
+        seen: &[Membership],
+        in_force: &Membership,
+        hold: bool,
+    ) -> Option<u64> {
         let mut g = self.lock();
         let before = g.known.clone();
         for m in seen.iter().chain(std::iter::once(in_force)) {
@@ -260,7 +265,7 @@ impl PeerDisks {
         }
         g.version += 1;
         let v = g.version;
-        if !seen.is_empty() {
+        if hold {
             g.held = Some(v);
         }
         Some(v)
@@ -445,7 +450,7 @@ mod tests {
     fn a_member_re_added_does_not_get_its_old_disk_from_an_old_connection() {
         let d = registry(&voters(&[1, 2, 3, 4]));
         let old = d.open(NodeId(4), A, true).expect("recorded");
-        let v = d.set_members_in_turn(&[voters(&[1, 2, 3])], &voters(&[1, 2, 3, 4]));
+        let v = d.set_members_in_turn(&[voters(&[1, 2, 3])], &voters(&[1, 2, 3, 4]), true);
         let v = v.expect("changed");
         assert!(d.unsaved().is_none(), "held until the write is durable");
         d.release(v);
@@ -467,9 +472,9 @@ mod tests {
         drop(d.open(NodeId(4), A, true).unwrap());
         let (v0, _) = d.unsaved().expect("learned");
         d.saved(v0);
-        let v1 = d.set_members_in_turn(&[voters(&[1, 2, 3])], &voters(&[1, 2, 3])).unwrap();
+        let v1 = d.set_members_in_turn(&[voters(&[1, 2, 3])], &voters(&[1, 2, 3]), true).unwrap();
         assert!(d.unsaved().is_none(), "held");
-        let v2 = d.set_members_in_turn(&[voters(&[1, 2])], &voters(&[1, 2])).unwrap();
+        let v2 = d.set_members_in_turn(&[voters(&[1, 2])], &voters(&[1, 2]), true).unwrap();
         d.release(v1);
         assert!(d.unsaved().is_none(), "the newer write is not durable yet");
         d.release(v2);

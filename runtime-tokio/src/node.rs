@@ -342,11 +342,16 @@ impl<A: Application> Loop<A> {
         // write durable (it releases the version sent with the write): a
         // crash between the two loses the change, and the old disk stays
         // refused, the safe side.
+        // The membership in force can also change with no configuration
+        // written (a truncation back to an older one, a snapshot install):
+        // that goes the same way, held until its write is durable.
         let mut release = None;
-        if !self.configs_written.is_empty() {
+        let moved = self.node.membership() != &self.membership;
+        if !self.configs_written.is_empty() || (moved && !self.writes.is_empty()) {
             let seen: Vec<Membership> =
                 std::mem::take(&mut self.configs_written).into_iter().map(|(_, m)| m).collect();
-            release = self.peers.memberships_in_turn(&seen, self.node.membership());
+            let hold = !self.writes.is_empty();
+            release = self.peers.memberships_in_turn(&seen, self.node.membership(), hold);
         }
         if !self.writes.is_empty() {
             let writes = std::mem::take(&mut self.writes);

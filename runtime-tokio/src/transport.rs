@@ -231,8 +231,9 @@ impl Peers {
         &mut self,
         seen: &[xraft::Membership],
         in_force: &xraft::Membership,
+        hold: bool,
     ) -> Option<u64> {
-        self.cfg.disks.set_members_in_turn(seen, in_force)
+        self.cfg.disks.set_members_in_turn(seen, in_force, hold)
     }
 
     /// Connections, either way, refused because a member came with another
