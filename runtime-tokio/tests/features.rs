@@ -382,12 +382,7 @@ async fn a_node_back_with_a_wiped_directory_is_refused_until_removed_and_added_b
     let refused = |r: xraft_tokio::Report| r.peer_disks_refused;
     assert_eq!(refused(c.node(leader).handle().report().await.unwrap()), 0);
     // Each node connects to every member, so each learns both others' disks.
-    for id in 1..=3 {
-        wait_for("every node to know both others' disks", || async {
-            (c.node(id).handle().report().await.ok()?.peer_disks_known == 2).then_some(())
-        })
-        .await;
-    }
+    c.wait_disks_known(1..=3, 2).await;
 
     c.stop(victim).await;
     std::fs::remove_dir_all(&c.slots[(victim - 1) as usize].dir).unwrap();
@@ -412,12 +407,7 @@ async fn a_node_back_with_a_wiped_directory_is_refused_until_removed_and_added_b
 
     // Remove it, start it empty without members, and add it back.
     c.stop(victim).await;
-    c.node(leader).leave(victim).await.unwrap();
-    let slot = &mut c.slots[(victim - 1) as usize];
-    std::fs::remove_dir_all(&slot.dir).unwrap();
-    c.nodes[(victim - 1) as usize] = Some(slot.start(slot.config(&[])).await);
-    let addr = slot.peer.clone();
-    c.node(leader).join(victim, addr).await.unwrap();
+    c.replace_with_empty(leader, victim).await;
     let back = c.node(victim);
     assert_eq!(back.get_linear("before").await.unwrap(), Some(Bytes::from("wipe")));
     assert_eq!(back.get_linear("during").await.unwrap(), Some(Bytes::from("refusal")));
@@ -460,20 +450,10 @@ async fn a_member_replaced_while_a_peer_was_down_is_accepted_by_that_peer() {
     let leader = c.leader().await;
     let mut others = (1..=5).filter(|i| *i != leader);
     let (victim, down) = (others.next().unwrap(), others.next().unwrap());
-    for id in 1..=5 {
-        wait_for("every node to know the other four disks", || async {
-            (c.node(id).handle().report().await.ok()?.peer_disks_known == 4).then_some(())
-        })
-        .await;
-    }
+    c.wait_disks_known(1..=5, 4).await;
     c.stop(down).await;
     c.stop(victim).await;
-    c.node(leader).leave(victim).await.unwrap();
-    let slot = &mut c.slots[(victim - 1) as usize];
-    std::fs::remove_dir_all(&slot.dir).unwrap();
-    c.nodes[(victim - 1) as usize] = Some(slot.start(slot.config(&[])).await);
-    let addr = slot.peer.clone();
-    c.node(leader).join(victim, addr).await.unwrap();
+    c.replace_with_empty(leader, victim).await;
     c.node(leader).set("after", "replacement").await.unwrap();
     c.restart(down).await;
     // The replacement dials every member; `down` answers it once it has
@@ -500,12 +480,7 @@ async fn a_restart_does_not_forget_the_disk_of_a_member_added_later() {
     let mut s4 = Slot::new(4, c.root.path());
     let mut n4 = s4.start(s4.config(&[])).await;
     c.node(leader).join(4, s4.peer.clone()).await.unwrap();
-    for id in 1..=3 {
-        wait_for("every node to know the other three disks", || async {
-            (c.node(id).handle().report().await.ok()?.peer_disks_known == 3).then_some(())
-        })
-        .await;
-    }
+    c.wait_disks_known(1..=3, 3).await;
     let other = if leader == 1 { 2 } else { 1 };
     c.stop(other).await;
     n4.shutdown().await;

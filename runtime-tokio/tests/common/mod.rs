@@ -152,6 +152,28 @@ impl Cluster {
         self.nodes[(id - 1) as usize] = Some(slot.start(c).await);
     }
 
+    /// The documented way to replace a member whose data is lost: `id`
+    /// (already stopped) is removed through `via`, started again with an
+    /// empty directory and no members, and added back.
+    pub async fn replace_with_empty(&mut self, via: u64, id: u64) {
+        self.node(via).leave(id).await.unwrap();
+        let slot = &mut self.slots[(id - 1) as usize];
+        std::fs::remove_dir_all(&slot.dir).unwrap();
+        self.nodes[(id - 1) as usize] = Some(slot.start(slot.config(&[])).await);
+        let addr = slot.peer.clone();
+        self.node(via).join(id, addr).await.unwrap();
+    }
+
+    /// Waits until each node of `ids` knows the disks of `n` other members.
+    pub async fn wait_disks_known(&self, ids: impl IntoIterator<Item = u64>, n: usize) {
+        for id in ids {
+            wait_for("every node to know the other members' disks", || async {
+                (self.node(id).handle().report().await.ok()?.peer_disks_known == n).then_some(())
+            })
+            .await;
+        }
+    }
+
     /// Waits until every running node has applied at least `index`.
     pub async fn applied_all(&self, index: u64) {
         wait_for("all nodes to apply", || async {
