@@ -11,7 +11,10 @@
 //!
 //! Invariants: only members have a recorded disk, so the record is bounded
 //! by the membership. A disk is recorded only from a connection this node
-//! dialed, to the member's address: an inbound handshake is checked, never
+//! dialed, to the member's replicated address (a dial to an address a
+//! stranger announced, or to a removed member's old process, does not
+//! count, nor is it adopted when the id becomes a member): an inbound
+//! handshake is checked, never
 //! recorded, so whoever connects claiming a member's id cannot pin a disk
 //! that locks the real member out. A node that leaves the membership is
 //! forgotten, so one removed and added back (the way to replace a lost
@@ -63,10 +66,14 @@ impl std::fmt::Debug for PeerDisks {
 struct Inner {
     /// The membership in force; empty until this node knows one.
     members: BTreeSet<NodeId>,
+    /// The members' replicated addresses (where a dial must have gone for
+    /// its disk to count).
+    addrs: BTreeMap<NodeId, String>,
     /// Each member's disk, once seen.
     known: BTreeMap<NodeId, DiskId>,
-    /// Open dialed connections per node: the disk they came with, and how many.
-    live: BTreeMap<NodeId, (DiskId, usize)>,
+    /// Open dialed connections per node: the disk they came with, the
+    /// address dialed, and how many.
+    live: BTreeMap<NodeId, (DiskId, String, usize)>,
     /// Bumped whenever `known` changes.
     version: u64,
     /// The newest version saved.
@@ -78,14 +85,25 @@ struct Inner {
 }
 
 impl Inner {
+    /// Whether a dial of member `id` at `addr` went to its replicated
+    /// address (any address if the membership names none): only then does
+    /// its disk count. A dial to an address a stranger announced, or to a
+    /// removed member's old process, does not.
+    fn at_member_addr(&self, id: NodeId, addr: &str) -> bool {
+        self.members.contains(&id)
+            && self.addrs.get(&id).is_none_or(|a| a.is_empty() || a.as_str() == addr)
+    }
+
     /// Membership `m` takes effect: forgets those it leaves out, and
-    /// newcomers adopt the disk of a live dialed connection. One without
-    /// voters (a node not yet added) changes nothing.
+    /// newcomers adopt the disk of a live connection dialed at their
+    /// replicated address. One without voters (a node not yet added)
+    /// changes nothing.
     fn adopt(&mut self, m: &Membership) {
         if m.voters.is_empty() {
             return;
         }
         let now = members(m);
+        self.addrs = m.addrs.iter().map(|(id, a)| (*id, a.clone())).collect();
         if now == self.members {
             return;
         }
@@ -95,15 +113,16 @@ impl Inner {
         // a joiner's connection (never a member yet) is kept.
         let was = &self.members;
         self.live.retain(|id, _| now.contains(id) || !was.contains(id));
-        let Inner { members, known, live, .. } = self;
-        for id in now.difference(members) {
+        let newcomers: Vec<NodeId> = now.difference(&self.members).copied().collect();
+        self.members = now;
+        for id in newcomers {
             // A newcomer: whatever was known of it before it was removed
             // (if it ever was a member) was dropped above.
-            if let Some((disk, _)) = live.get(id) {
-                known.insert(*id, *disk);
+            let dialed = self.live.get(&id).map(|(disk, addr, _)| (*disk, addr.clone()));
+            if let Some((disk, _)) = dialed.filter(|(_, a)| self.at_member_addr(id, a)) {
+                self.known.insert(id, disk);
             }
         }
-        self.members = now;
     }
 }
 
@@ -130,8 +149,8 @@ pub(crate) struct Live {
     disks: Arc<PeerDisks>,
     id: NodeId,
     disk: DiskId,
-    /// Only dialed connections count in `live` (see `open`).
-    dialed: bool,
+    /// The address dialed; only dialed connections count in `live`.
+    dialed: Option<String>,
 }
 
 impl PeerDisks {
@@ -152,7 +171,9 @@ impl PeerDisks {
             .collect();
         // A record that lost non-members is saved again at the first chance.
         let version = u64::from(known.len() != recorded.len());
-        let inner = Inner { members, known, live: BTreeMap::new(), version, saved: 0, held: None };
+        let addrs = m.addrs.iter().map(|(id, a)| (*id, a.clone())).collect();
+        let live = BTreeMap::new();
+        let inner = Inner { members, addrs, known, live, version, saved: 0, held: None };
         Arc::new(PeerDisks { inner: Mutex::new(inner), refused: AtomicU64::new(0), wake })
     }
 
@@ -186,11 +207,17 @@ impl PeerDisks {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A connection to (`dialed`) or from node `id`, whose data directory
-    /// has `disk`, completed its handshake. Refuses it, with the reason, if
-    /// `id` is a member known with another disk; records `disk` if `id` is
-    /// a member not yet known and this node dialed it.
-    pub fn open(self: &Arc<Self>, id: NodeId, disk: DiskId, dialed: bool) -> Result<Live, Refused> {
+    /// A connection to (`dialed`, at that address) or from node `id`, whose
+    /// data directory has `disk`, completed its handshake. Refuses it, with
+    /// the reason, if `id` is a member known with another disk; records
+    /// `disk` if `id` is a member not yet known and this node dialed it at
+    /// its replicated address.
+    pub fn open(
+        self: &Arc<Self>,
+        id: NodeId,
+        disk: DiskId,
+        dialed: Option<&str>,
+    ) -> Result<Live, Refused> {
         let mut g = self.lock();
         let mut changed = false;
         match g.known.get(&id) {
@@ -208,26 +235,26 @@ impl PeerDisks {
             }
             Some(_) => {}
             None => {
-                if dialed && g.members.contains(&id) {
+                if dialed.is_some_and(|a| g.at_member_addr(id, a)) {
                     g.known.insert(id, disk);
                     g.version += 1;
                     changed = true;
                 }
             }
         }
-        if dialed {
-            let slot = g.live.entry(id).or_insert((disk, 0));
-            if slot.0 != disk {
+        if let Some(addr) = dialed {
+            let slot = g.live.entry(id).or_insert((disk, addr.to_owned(), 0));
+            if slot.0 != disk || slot.1 != addr {
                 // Two processes claim one id; the newest connection speaks.
-                *slot = (disk, 0);
+                *slot = (disk, addr.to_owned(), 0);
             }
-            slot.1 += 1;
+            slot.2 += 1;
         }
         drop(g);
         if changed {
             (self.wake)();
         }
-        Ok(Live { disks: Arc::clone(self), id, disk, dialed })
+        Ok(Live { disks: Arc::clone(self), id, disk, dialed: dialed.map(str::to_owned) })
     }
 
     /// The membership in force changed: forgets nodes that left it, and
@@ -292,14 +319,12 @@ fn members(m: &Membership) -> BTreeSet<NodeId> {
 
 impl Drop for Live {
     fn drop(&mut self) {
-        if !self.dialed {
-            return;
-        }
+        let Some(addr) = &self.dialed else { return };
         let mut g = self.disks.lock();
         if let Some(slot) = g.live.get_mut(&self.id) {
-            if slot.0 == self.disk {
-                slot.1 -= 1;
-                if slot.1 == 0 {
+            if slot.0 == self.disk && &slot.1 == addr {
+                slot.2 -= 1;
+                if slot.2 == 0 {
                     g.live.remove(&self.id);
                 }
             }
@@ -326,16 +351,16 @@ mod tests {
     #[test]
     fn a_member_with_another_disk_is_refused() {
         let d = registry(&voters(&[1, 2]));
-        let first = d.open(NodeId(2), A, true).expect("first sight");
+        let first = d.open(NodeId(2), A, Some("a")).expect("first sight");
         drop(first);
-        let again = d.open(NodeId(2), A, true).expect("same disk again");
-        let r = d.open(NodeId(2), B, true).unwrap_err();
+        let again = d.open(NodeId(2), A, Some("a")).expect("same disk again");
+        let r = d.open(NodeId(2), B, Some("a")).unwrap_err();
         assert!(r.reason.contains("node 2 came back"), "{}", r.reason);
         assert!(r.loud() && r.nth == 1);
         assert_eq!(d.refused(), 1);
         drop(again);
         // Closing every connection does not forget the member's disk.
-        let r = d.open(NodeId(2), B, true).unwrap_err();
+        let r = d.open(NodeId(2), B, Some("a")).unwrap_err();
         assert!(!r.loud() && r.nth == 2, "later refusals are quiet");
         assert_eq!(d.refused(), 2);
     }
@@ -346,67 +371,67 @@ mod tests {
     fn only_dialed_connections_record_a_disk() {
         let d = registry(&voters(&[1, 2, 3]));
         // A spoofer connects first, claiming node 2 with disk B.
-        let spoof = d.open(NodeId(2), B, false).expect("nothing known yet");
+        let spoof = d.open(NodeId(2), B, None).expect("nothing known yet");
         // The real node 2, dialed at its address, has disk A: accepted.
-        drop(d.open(NodeId(2), A, true).expect("the dialed disk is recorded"));
+        drop(d.open(NodeId(2), A, Some("a")).expect("the dialed disk is recorded"));
         // From now on the spoofer's disk is refused either way.
-        assert!(d.open(NodeId(2), B, false).is_err());
-        assert!(d.open(NodeId(2), A, false).is_ok());
+        assert!(d.open(NodeId(2), B, None).is_err());
+        assert!(d.open(NodeId(2), A, None).is_ok());
         drop(spoof);
         // A newcomer does not adopt the disk of an inbound connection.
-        let inbound = d.open(NodeId(4), B, false).unwrap();
+        let inbound = d.open(NodeId(4), B, None).unwrap();
         d.set_members(&voters(&[1, 2, 3, 4]));
         assert_eq!(d.known(), 1, "only node 2's dialed disk");
         drop(inbound);
-        drop(d.open(NodeId(4), A, true).unwrap());
-        assert!(d.open(NodeId(4), B, false).is_err());
+        drop(d.open(NodeId(4), A, Some("a")).unwrap());
+        assert!(d.open(NodeId(4), B, None).is_err());
     }
 
     #[test]
     fn a_removed_and_re_added_member_is_learned_afresh() {
         let d = registry(&voters(&[1, 2, 3]));
-        drop(d.open(NodeId(3), A, true).unwrap());
+        drop(d.open(NodeId(3), A, Some("a")).unwrap());
         d.set_members(&voters(&[1, 2]));
         // The removed node's old process still dials: not recorded.
-        drop(d.open(NodeId(3), A, true).unwrap());
+        drop(d.open(NodeId(3), A, Some("a")).unwrap());
         // Its replacement, with an empty directory, is added back.
-        let new = d.open(NodeId(3), B, true).expect("a non-member is not checked");
+        let new = d.open(NodeId(3), B, Some("a")).expect("a non-member is not checked");
         d.set_members(&voters(&[1, 2, 3]));
         drop(new);
-        assert!(d.open(NodeId(3), A, true).is_err(), "the new disk is the one recorded");
-        assert!(d.open(NodeId(3), B, true).is_ok());
+        assert!(d.open(NodeId(3), A, Some("a")).is_err(), "the new disk is the one recorded");
+        assert!(d.open(NodeId(3), B, Some("a")).is_ok());
     }
 
     #[test]
     fn a_newcomer_adopts_its_live_connection_only() {
         let d = registry(&voters(&[1, 2]));
         // A joiner connected before it was added, and is still connected.
-        let live = d.open(NodeId(4), A, true).unwrap();
+        let live = d.open(NodeId(4), A, Some("a")).unwrap();
         // A node that came and went while not a member is not adopted.
-        drop(d.open(NodeId(5), A, true).unwrap());
+        drop(d.open(NodeId(5), A, Some("a")).unwrap());
         d.set_members(&voters(&[1, 2, 4, 5]));
-        assert!(d.open(NodeId(4), B, true).is_err(), "adopted from the live connection");
-        assert!(d.open(NodeId(5), B, true).is_ok(), "first handshake as a member is recorded");
-        assert!(d.open(NodeId(5), A, true).is_err());
+        assert!(d.open(NodeId(4), B, Some("a")).is_err(), "adopted from the live connection");
+        assert!(d.open(NodeId(5), B, Some("a")).is_ok(), "first handshake as a member is recorded");
+        assert!(d.open(NodeId(5), A, Some("a")).is_err());
         drop(live);
     }
 
     #[test]
     fn a_membership_without_voters_changes_nothing() {
         let d = registry(&Membership::default());
-        drop(d.open(NodeId(1), A, true).unwrap());
+        drop(d.open(NodeId(1), A, Some("a")).unwrap());
         d.set_members(&Membership::default());
-        assert!(d.open(NodeId(1), B, true).is_ok(), "not a known member");
-        let live = d.open(NodeId(1), B, true).unwrap();
+        assert!(d.open(NodeId(1), B, Some("a")).is_ok(), "not a known member");
+        let live = d.open(NodeId(1), B, Some("a")).unwrap();
         d.set_members(&voters(&[1, 2]));
-        assert!(d.open(NodeId(1), A, true).is_err());
+        assert!(d.open(NodeId(1), A, Some("a")).is_err());
         drop(live);
         // Learners are members too.
         let mut m = voters(&[1]);
         m.learners.insert(NodeId(2));
         d.set_members(&m);
-        drop(d.open(NodeId(2), A, true).unwrap());
-        assert!(d.open(NodeId(2), B, true).is_err());
+        drop(d.open(NodeId(2), A, Some("a")).unwrap());
+        assert!(d.open(NodeId(2), B, Some("a")).is_err());
     }
 
     #[test]
@@ -423,10 +448,13 @@ mod tests {
         assert_eq!(list, vec![(NodeId(2), A)]);
         d.saved(v);
         assert!(d.unsaved().is_none());
-        assert!(d.open(NodeId(2), B, true).is_err(), "the saved disk is enforced after a restart");
+        assert!(
+            d.open(NodeId(2), B, Some("a")).is_err(),
+            "the saved disk is enforced after a restart"
+        );
         assert_eq!(wakes.load(Relaxed), 0, "a refusal changes nothing to save");
         // Learning a disk and forgetting a member each ask for a save.
-        drop(d.open(NodeId(3), B, true).unwrap());
+        drop(d.open(NodeId(3), B, Some("a")).unwrap());
         assert_eq!(wakes.load(Relaxed), 1);
         let (v3, list) = d.unsaved().expect("learned");
         assert_eq!(list, vec![(NodeId(2), A), (NodeId(3), B)]);
@@ -449,17 +477,17 @@ mod tests {
     #[test]
     fn a_member_re_added_does_not_get_its_old_disk_from_an_old_connection() {
         let d = registry(&voters(&[1, 2, 3, 4]));
-        let old = d.open(NodeId(4), A, true).expect("recorded");
+        let old = d.open(NodeId(4), A, Some("a")).expect("recorded");
         let v = d.set_members_in_turn(&[voters(&[1, 2, 3])], &voters(&[1, 2, 3, 4]), true);
         let v = v.expect("changed");
         assert!(d.unsaved().is_none(), "held until the write is durable");
         d.release(v);
         assert!(d.unsaved().is_some());
         assert_eq!(d.known(), 0, "forgotten, not adopted from the old connection");
-        drop(d.open(NodeId(4), B, true).expect("the replacement is learned"));
-        assert!(d.open(NodeId(4), A, false).is_err(), "the old disk is refused now");
+        drop(d.open(NodeId(4), B, Some("a")).expect("the replacement is learned"));
+        assert!(d.open(NodeId(4), A, None).is_err(), "the old disk is refused now");
         drop(old);
-        assert!(d.open(NodeId(4), B, false).is_ok());
+        assert!(d.open(NodeId(4), B, None).is_ok());
     }
 
     /// A change from configurations being written is not saved before the
@@ -468,8 +496,8 @@ mod tests {
     #[test]
     fn a_forget_is_saved_only_after_its_write_is_durable() {
         let d = registry(&voters(&[1, 2, 3, 4]));
-        drop(d.open(NodeId(3), A, true).unwrap());
-        drop(d.open(NodeId(4), A, true).unwrap());
+        drop(d.open(NodeId(3), A, Some("a")).unwrap());
+        drop(d.open(NodeId(4), A, Some("a")).unwrap());
         let (v0, _) = d.unsaved().expect("learned");
         d.saved(v0);
         let v1 = d.set_members_in_turn(&[voters(&[1, 2, 3])], &voters(&[1, 2, 3]), true).unwrap();
@@ -480,5 +508,32 @@ mod tests {
         d.release(v2);
         let (v, list) = d.unsaved().expect("released");
         assert_eq!((v, list), (v2, vec![]));
+    }
+
+    /// Only a dial to the member's replicated address counts: a live
+    /// connection to another address (a stranger's announced one, a
+    /// removed process's old one) is neither recorded nor adopted.
+    #[test]
+    fn only_dials_to_the_replicated_address_count() {
+        let with_addrs = |ids: &[(u64, &str)]| {
+            Membership::with_addrs(ids.iter().map(|(i, a)| (NodeId(*i), (*a).to_owned())))
+        };
+        let d = registry(&with_addrs(&[(1, "h1"), (2, "h2")]));
+        // Node 3 announced "evil" before it was added; a writer dialed it.
+        let stray = d.open(NodeId(3), A, Some("evil")).unwrap();
+        assert!(
+            d.set_members_in_turn(&[], &with_addrs(&[(1, "h1"), (2, "h2"), (3, "h3")]), false)
+                .is_none(),
+            "nothing adopted from the stray connection"
+        );
+        // A dial to node 2 somewhere else is not recorded either.
+        drop(d.open(NodeId(2), A, Some("elsewhere")).unwrap());
+        assert_eq!(d.known(), 0);
+        // The dials to the replicated addresses are.
+        drop(d.open(NodeId(3), B, Some("h3")).unwrap());
+        drop(d.open(NodeId(2), B, Some("h2")).unwrap());
+        assert_eq!(d.known(), 2);
+        assert!(d.open(NodeId(3), A, None).is_err());
+        drop(stray);
     }
 }

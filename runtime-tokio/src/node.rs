@@ -69,7 +69,7 @@ pub struct Report {
     /// data directory than before (it lost its state).
     pub peer_disks_refused: u64,
     /// Other members whose data directory's disk id this node knows (from
-    /// a handshake, either way); a member back with another is refused.
+    /// a handshake this node dialed); a member back with another is refused.
     pub peer_disks_known: usize,
     /// Group commits (one fsync each) by the disk thread.
     pub disk_syncs: u64,

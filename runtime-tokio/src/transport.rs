@@ -242,7 +242,7 @@ impl Peers {
         self.cfg.disks.refused()
     }
 
-    /// Members whose disk this node knows (from a handshake either way).
+    /// Members whose disk this node knows (from a handshake it dialed).
     pub fn disks_known(&self) -> usize {
         self.cfg.disks.known()
     }
@@ -422,7 +422,7 @@ async fn dial(cfg: &TransportConfig, to: NodeId, addr: &str) -> Result<(TcpStrea
         return Err(Dial::Refused(format!("expected node {} but reached node {id}", to.0)));
     }
     let disk = DiskId(u128::from_le_bytes(fixed[27..43].try_into().expect("16 bytes")));
-    let live = cfg.disks.open(to, disk, true).map_err(|r| Dial::Refused(r.reason))?;
+    let live = cfg.disks.open(to, disk, Some(addr)).map_err(|r| Dial::Refused(r.reason))?;
     Ok((s, live))
 }
 
@@ -508,7 +508,7 @@ async fn serve_peer(
             return Err(format!("handshake refused: {reason}"));
         }
     };
-    let _live = match cfg.disks.open(from, disk, false) {
+    let _live = match cfg.disks.open(from, disk, None) {
         Ok(live) => live,
         Err(refused) => {
             let _ = answer(cfg, &mut s, Some(&refused.reason)).await;

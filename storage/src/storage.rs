@@ -41,8 +41,8 @@ pub struct Recovered {
     pub peer_disks: Vec<(NodeId, DiskId)>,
     /// Why the saved peers' disk ids could not be read, if so. The record
     /// is advisory (a runtime starts without it and learns the disks
-    /// again), so a damaged `PEERS` file does not fail the open; the next
-    /// save replaces it.
+    /// again), so a `PEERS` file with damaged content does not fail the
+    /// open (an I/O error reading it does); the next save replaces it.
     pub peer_disks_error: Option<String>,
 }
 
@@ -107,9 +107,12 @@ impl Storage {
             preallocate_bytes: options.preallocate_bytes,
         };
         let (log, entries) = Log::open(&dir, bounds, snapshot.as_ref())?;
+        // Damaged content reads as none (advisory); a failing read fails
+        // the open, as for any other file (it may be passing).
         let (peer_disks, peer_disks_error) = match peers::read(&dir) {
             Ok(list) => (list, None),
-            Err(e) => (Vec::new(), Some(e.to_string())),
+            Err(e @ Error::Corrupt { .. }) => (Vec::new(), Some(e.to_string())),
+            Err(e) => return Err(e),
         };
         let recovered = Recovered {
             hard_state: hard.durable(),
