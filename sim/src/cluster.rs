@@ -592,6 +592,10 @@ pub struct Cluster {
     now: u64,
     seq: u64,
     queue: BinaryHeap<Queued>,
+    /// The latest time events held back for a paused node were put off
+    /// to: they stay queued if the node crashes meanwhile (messages in
+    /// its socket) and then reach the next incarnation then.
+    held_until: u64,
     slots: Vec<Slot>,
     net: Network,
     oracle: Oracle,
@@ -666,6 +670,7 @@ impl Cluster {
             now: 0,
             seq: 0,
             queue: BinaryHeap::new(),
+            held_until: 0,
             slots,
             net: Network::new(total, cfg.link),
             oracle: Oracle::new(total),
@@ -720,6 +725,7 @@ impl Cluster {
                 // Same sequence number: held events keep their order among
                 // themselves and before those due at `until` (FIFO links).
                 self.queue.push(Queued { time: until, seq: q.seq, ev: q.ev });
+                self.held_until = self.held_until.max(until);
                 continue;
             }
             self.stats.events += 1;
@@ -1372,9 +1378,14 @@ impl Cluster {
         }
     }
 
-    /// When the last pause in progress ends (now if none is).
+    /// When the last pause in progress ends, and the events pauses held
+    /// back have been delivered (now if none is).
     pub fn pauses_end(&self) -> u64 {
-        self.slots.iter().map(|s| s.paused_until).max().unwrap_or(0).max(self.now)
+        let paused = self.slots.iter().map(|s| s.paused_until).max().unwrap_or(0);
+        // Events a pause held back are delivered at its end even if the
+        // node crashed and restarted meanwhile (seed 21084907: a stale
+        // TimeoutNow held so reached the restarted node after the heal).
+        paused.max(self.held_until).max(self.now)
     }
 
     /// When the node `ev` concerns resumes, if it is paused.
