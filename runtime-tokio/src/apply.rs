@@ -72,10 +72,26 @@ pub(crate) enum Reply<R> {
 
 impl<R> Reply<R> {
     pub(crate) fn fail(self, e: Error) {
+        self.fail_after(Vec::new(), e);
+    }
+
+    /// `responses` are those of the proposal's first entries, applied as
+    /// proposed: callers whose commands all came among them succeeded
+    /// (entries applied with the proposal's term are the proposed ones)
+    /// and get them; the others get `e`.
+    fn fail_after(self, responses: Vec<R>, e: Error) {
         match self {
             Reply::Commands(callers) => {
-                for (tx, _) in callers {
-                    drop(tx.send(Err(e.duplicate())));
+                let mut left = responses.len();
+                let mut responses = responses.into_iter();
+                for (tx, n) in callers {
+                    if n <= left {
+                        left -= n;
+                        drop(tx.send(Ok(responses.by_ref().take(n).collect())));
+                    } else {
+                        left = 0;
+                        drop(tx.send(Err(e.duplicate())));
+                    }
                 }
             }
             Reply::Unit(tx) => drop(tx.send(Err(e))),
@@ -417,27 +433,10 @@ fn on_applied<R: Clone>(
 
 impl<R> Waiter<R> {
     /// The proposal's entries from `next` on will not be (or are not known
-    /// to be) applied as proposed. Callers whose commands all came before
-    /// `next` succeeded (their entries were applied with the proposal's
-    /// term, hence are the proposed ones) and get their responses; the
-    /// others get `e`.
+    /// to be) applied as proposed: callers whose commands all came before
+    /// `next` get their responses, the others `e`.
     fn fail(self, e: Error) {
-        match self.reply {
-            Reply::Commands(callers) => {
-                let mut left = self.responses.len();
-                let mut responses = self.responses.into_iter();
-                for (tx, n) in callers {
-                    if n <= left {
-                        left -= n;
-                        drop(tx.send(Ok(responses.by_ref().take(n).collect())));
-                    } else {
-                        left = 0;
-                        drop(tx.send(Err(e.duplicate())));
-                    }
-                }
-            }
-            Reply::Unit(tx) => drop(tx.send(Err(e))),
-        }
+        self.reply.fail_after(self.responses, e);
     }
 }
 

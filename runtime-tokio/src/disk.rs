@@ -160,23 +160,10 @@ pub(crate) fn spawn(
             // The peers' disks, when the record changed (and nothing of it
             // waits for a log write): advisory, so a failure is logged
             // (once per version) and retried after a later group.
-            if let Some((v, list)) = peer_disks.unsaved() {
-                match disk.storage.save_peer_disks(&list) {
-                    Ok(()) => peer_disks.saved(v),
-                    Err(e) if save_failed != Some(v) => {
-                        warn!(node = id, error = %e, "could not save the peers' disk ids");
-                        save_failed = Some(v);
-                    }
-                    Err(_) => {}
-                }
-            }
+            disk.save_peer_disks(id, &peer_disks, &mut save_failed);
         }
         // Changes to the record since the last group (say, during shutdown).
-        if let Some((v, list)) = peer_disks.unsaved() {
-            if disk.storage.save_peer_disks(&list).is_ok() {
-                peer_disks.saved(v);
-            }
-        }
+        disk.save_peer_disks(id, &peer_disks, &mut save_failed);
         debug!(node = id, "disk thread stopped");
     })
 }
@@ -193,6 +180,21 @@ struct Disk {
 }
 
 impl Disk {
+    /// Saves the peer-disk record if a version not yet saved (and not held
+    /// for a log write) is there. Advisory: a failure is logged once per
+    /// version (`failed`) and retried at the next call.
+    fn save_peer_disks(&mut self, id: u64, disks: &PeerDisks, failed: &mut Option<u64>) {
+        let Some((v, list)) = disks.unsaved() else { return };
+        match self.storage.save_peer_disks(&list) {
+            Ok(()) => disks.saved(v),
+            Err(e) if *failed != Some(v) => {
+                warn!(node = id, error = %e, "could not save the peers' disk ids");
+                *failed = Some(v);
+            }
+            Err(_) => {}
+        }
+    }
+
     /// Carries out a group of jobs; returns the last write made durable and
     /// the newest peer-disk record version those writes carried.
     fn carry_out(&mut self, group: &mut Vec<DiskJob>) -> xraft_storage::Result<Durable> {
